@@ -1,0 +1,366 @@
+//! The async client of the proxy, used by `oss` and `ossfs`.
+//!
+//! A [`Client`] keeps a small pool of handshaken connections so that many small requests do
+//! not each pay for a TCP connect and a handshake. A connection goes back to the pool only
+//! after a request completed cleanly; anything that went wrong mid-stream closes it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::name::ObjectName;
+use crate::wire::{
+    Chunk, ClientRequest, ClusterStatus, Connection, Error, ObjectMeta, ReplicaState, Response,
+    Result, UploadTrailer, WireError, CHUNK,
+};
+
+/// Where `oss` and `ossfs` look for the proxy when neither `--proxy` nor `$OSS_PROXY` is set.
+pub const DEFAULT_PROXY: &str = "127.0.0.1:8080";
+/// Idle connections kept per client.
+const POOL_MAX: usize = 32;
+
+pub struct Client {
+    addr: String,
+    connect_timeout: Duration,
+    pool: Mutex<Vec<Connection>>,
+}
+
+/// Called with the number of body bytes moved so far.
+pub type ProgressFn<'a> = &'a mut (dyn FnMut(u64) + Send);
+
+impl Client {
+    pub fn new(addr: impl Into<String>) -> Self {
+        Client {
+            addr: addr.into(),
+            connect_timeout: Duration::from_secs(5),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn conn(&self) -> Result<Connection> {
+        if let Some(c) = self.pool.lock().unwrap().pop() {
+            return Ok(c);
+        }
+        Connection::connect(&self.addr, self.connect_timeout)
+            .await
+            .map_err(|e| match e {
+                Error::Io(io) => Error::Remote(WireError::Unavailable(format!(
+                    "cannot reach the proxy at {}: {io}",
+                    self.addr
+                ))),
+                Error::Timeout => Error::Remote(WireError::Unavailable(format!(
+                    "cannot reach the proxy at {}: timed out",
+                    self.addr
+                ))),
+                e => e,
+            })
+    }
+
+    fn put_back(&self, c: Connection) {
+        let mut pool = self.pool.lock().unwrap();
+        if pool.len() < POOL_MAX {
+            pool.push(c);
+        }
+    }
+
+    /// One request, one header answer, no body either way. Retries once on a pooled
+    /// connection that the proxy closed while it sat idle.
+    async fn call(&self, req: &ClientRequest) -> Result<Response> {
+        for attempt in 0..2 {
+            let mut c = self.conn().await?;
+            let sent = async {
+                c.write_header(req).await?;
+                c.flush().await
+            }
+            .await;
+            let r = match sent {
+                Ok(()) => c.read_response().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(resp) => {
+                    self.put_back(c);
+                    return Ok(resp);
+                }
+                Err(Error::Remote(e)) => {
+                    self.put_back(c);
+                    return Err(Error::Remote(e));
+                }
+                Err(Error::Closed) | Err(Error::Io(_)) if attempt == 0 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Closed)
+    }
+
+    /// Uploads `reader` as `name`. `size` is a hint the proxy checks; `None` for unknown
+    /// (stdin). Answers only when every replica is durable.
+    pub async fn upload<R: AsyncRead + Unpin>(
+        &self,
+        name: &ObjectName,
+        size: Option<u64>,
+        reader: &mut R,
+        progress: ProgressFn<'_>,
+    ) -> Result<ObjectMeta> {
+        let mut c = self.conn().await?;
+        let sent = async {
+            c.write_header(&ClientRequest::Upload {
+                name: name.clone(),
+                size,
+            })
+            .await?;
+            let mut md5 = Md5::new();
+            let mut buf = vec![0u8; CHUNK];
+            let mut total = 0u64;
+            loop {
+                let n = read_full(reader, &mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                md5.update(&buf[..n]);
+                c.write_data(&buf[..n]).await?;
+                total += n as u64;
+                progress(total);
+            }
+            c.write_end().await?;
+            c.write_header(&UploadTrailer {
+                md5: md5.finalize().into(),
+            })
+            .await?;
+            c.flush().await
+        }
+        .await;
+        match sent {
+            Ok(()) => {}
+            // A local read error: the proxy must not store a partial object. Closing the
+            // connection without END makes it drop the upload.
+            Err(Error::Io(e)) if !is_conn_error(&e) => return Err(Error::Io(e)),
+            // The proxy may have answered (and closed) early; its reason beats "broken pipe".
+            Err(e) => {
+                return match c.read_response().await {
+                    Err(Error::Remote(w)) => Err(Error::Remote(w)),
+                    _ => Err(e),
+                }
+            }
+        }
+        match c.read_response().await? {
+            Response::Stored(meta) => {
+                self.put_back(c);
+                Ok(meta)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Downloads `len` bytes (all if `None`) from `offset` into `writer`. A full download
+    /// is checked against the object's MD5; a mismatch is [`WireError::Corrupt`].
+    pub async fn download<W: AsyncWrite + Unpin>(
+        &self,
+        name: &ObjectName,
+        offset: u64,
+        len: Option<u64>,
+        writer: &mut W,
+        progress: ProgressFn<'_>,
+    ) -> Result<ObjectMeta> {
+        let mut c = self.conn().await?;
+        c.write_header(&ClientRequest::Download {
+            name: name.clone(),
+            offset,
+            len,
+        })
+        .await?;
+        c.flush().await?;
+        let (meta, got_offset, got_len) = match c.read_response().await {
+            Ok(Response::Object { meta, offset, len }) => (meta, offset, len),
+            Ok(other) => return Err(unexpected(other)),
+            Err(Error::Remote(e)) => {
+                self.put_back(c);
+                return Err(Error::Remote(e));
+            }
+            Err(e) => return Err(e),
+        };
+        let whole = got_offset == 0 && got_len == meta.size;
+        let mut md5 = whole.then(Md5::new);
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut total = 0u64;
+        loop {
+            match c.read_chunk(&mut buf).await? {
+                Chunk::Data(n) => {
+                    if let Some(m) = md5.as_mut() {
+                        m.update(&buf[..n]);
+                    }
+                    writer.write_all(&buf[..n]).await?;
+                    total += n as u64;
+                    progress(total);
+                }
+                Chunk::End => break,
+                Chunk::Abort(e) => return Err(Error::Remote(e)),
+            }
+        }
+        if total != got_len {
+            return Err(Error::Protocol(format!(
+                "expected {got_len} bytes, got {total}"
+            )));
+        }
+        if let Some(m) = md5 {
+            let got: [u8; 16] = m.finalize().into();
+            if got != meta.md5 {
+                return Err(Error::Remote(WireError::Corrupt(format!(
+                    "{name}: MD5 of the received bytes does not match the stored MD5"
+                ))));
+            }
+        }
+        writer.flush().await?;
+        self.put_back(c);
+        Ok(meta)
+    }
+
+    /// Reads a range into memory (for small reads such as FUSE's); `len` is bounded by the caller.
+    pub async fn read_range(
+        &self,
+        name: &ObjectName,
+        offset: u64,
+        len: u64,
+    ) -> Result<(ObjectMeta, Vec<u8>)> {
+        let mut out = Vec::with_capacity(len.min(4 << 20) as usize);
+        let meta = self
+            .download(name, offset, Some(len), &mut out, &mut |_| {})
+            .await?;
+        Ok((meta, out))
+    }
+
+    pub async fn stat(&self, name: &ObjectName) -> Result<ObjectMeta> {
+        match self
+            .call(&ClientRequest::Stat { name: name.clone() })
+            .await?
+        {
+            Response::Object { meta, .. } => Ok(meta),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes every replica. `Ok(false)`: there was nothing to delete.
+    pub async fn delete(&self, name: &ObjectName) -> Result<bool> {
+        match self
+            .call(&ClientRequest::Delete { name: name.clone() })
+            .await?
+        {
+            Response::Deleted { existed } => Ok(existed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A user's live files, sorted by name.
+    pub async fn list(&self, user: &str) -> Result<Vec<ObjectMeta>> {
+        let mut c = self.conn().await?;
+        c.write_header(&ClientRequest::List {
+            user: user.to_owned(),
+        })
+        .await?;
+        c.flush().await?;
+        let mut all = Vec::new();
+        loop {
+            match c.read_response().await {
+                Ok(Response::Listing { entries, more }) => {
+                    all.extend(entries);
+                    if !more {
+                        break;
+                    }
+                }
+                Ok(other) => return Err(unexpected(other)),
+                Err(Error::Remote(e)) => {
+                    self.put_back(c);
+                    return Err(Error::Remote(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.put_back(c);
+        Ok(all)
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<String>> {
+        match self.call(&ClientRequest::ListUsers).await? {
+            Response::Users(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        match self.call(&ClientRequest::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn add_disk(&self, addr: &str) -> Result<()> {
+        self.expect_ok(&ClientRequest::AddDisk {
+            addr: addr.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn remove_disk(&self, addr: &str) -> Result<()> {
+        self.expect_ok(&ClientRequest::RemoveDisk {
+            addr: addr.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn repair(&self) -> Result<()> {
+        self.expect_ok(&ClientRequest::Repair).await
+    }
+
+    pub async fn audit(&self) -> Result<()> {
+        self.expect_ok(&ClientRequest::Audit).await
+    }
+
+    /// Each replica's state (after the proxy repaired what it could).
+    pub async fn check(&self, name: &ObjectName) -> Result<Vec<(String, ReplicaState)>> {
+        match self
+            .call(&ClientRequest::Check { name: name.clone() })
+            .await?
+        {
+            Response::Checked(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn expect_ok(&self, req: &ClientRequest) -> Result<()> {
+        match self.call(req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(r: Response) -> Error {
+    Error::Protocol(format!("unexpected answer {r:?}"))
+}
+
+fn is_conn_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof
+    )
+}
+
+/// Fills `buf` as far as the reader allows; 0 only at end of input.
+async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = r.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}

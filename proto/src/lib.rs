@@ -1,0 +1,14 @@
+//! oss-proto: what every oss process shares.
+//!
+//! - [`name`]: object names (`USER/FILENAME`), validation, the 32-bit hash and partitions.
+//! - [`ring`]: the ring as pure data and pure functions (placement, rebalance, moves).
+//! - [`wire`]: frames, messages and the [`wire::Connection`] every process speaks through.
+//! - [`client`]: the async client of the proxy, used by `oss` and `ossfs`.
+
+pub mod client;
+pub mod name;
+pub mod ring;
+pub mod wire;
+
+pub use name::{NameError, ObjectName};
+pub use wire::{Error, ObjectMeta, Timestamp, WireError};

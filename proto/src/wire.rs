@@ -1,0 +1,780 @@
+//! The wire protocol: frames, messages and the one connection type every process uses.
+//!
+//! A connection is a sequence of frames. Each frame is
+//!
+//! ```text
+//! +--------+----------------+------------------+
+//! | kind u8| length u32 (BE)| payload (length) |
+//! +--------+----------------+------------------+
+//! ```
+//!
+//! * `HEADER` (0): a postcard-encoded message (a request, a response or a trailer), at most
+//!   [`MAX_HEADER`] bytes. The length is checked before anything is allocated.
+//! * `DATA` (1): raw body bytes, at most [`MAX_CHUNK`] bytes. Bodies are never serialized.
+//! * `END` (2): the end of a body; its payload is empty.
+//!
+//! A body is zero or more `DATA` frames and one `END`. A sender that fails in the middle of a
+//! body sends a `HEADER` frame holding an [`Response::Error`] instead; the reader sees it as
+//! [`Chunk::Abort`]. Uploads end with an [`UploadTrailer`] header after `END`, carrying the
+//! MD5 the sender computed, so unknown-length input (stdin) streams too.
+//!
+//! Every connection starts with [`Hello`] from the client and [`Response::HelloOk`] from the
+//! server; a version mismatch is refused with [`WireError::Version`].
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::name::{NameError, ObjectName};
+use crate::ring::DevId;
+
+/// Bumped whenever a message's shape changes: postcard is not self-describing, so both ends
+/// must agree exactly.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Sent in [`Hello`] so a stray client (an HTTP probe, say) is told off quickly.
+pub const MAGIC: [u8; 4] = *b"oss1";
+/// Largest header frame. Listings are paged well below this; anything larger is garbage.
+pub const MAX_HEADER: u32 = 4 << 20;
+/// Largest data frame: big enough to amortize framing, small enough to bound memory.
+pub const MAX_CHUNK: u32 = 1 << 20;
+/// Size of the data frames that senders produce (matches the storage block size).
+pub const CHUNK: usize = 256 << 10;
+/// Socket buffer size on each side of a connection.
+const IO_BUF: usize = 256 << 10;
+/// Entries per listing page.
+pub const LIST_PAGE: usize = 2000;
+
+const KIND_HEADER: u8 = 0;
+const KIND_DATA: u8 = 1;
+const KIND_END: u8 = 2;
+
+/// Microseconds since the Unix epoch, set by the proxy on every write. Newer wins.
+pub type Timestamp = u64;
+
+pub fn now_micros() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What is known of one version of an object (or its tombstone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub name: ObjectName,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub timestamp: Timestamp,
+    /// A tombstone: the object was deleted at `timestamp`.
+    pub deleted: bool,
+}
+
+/// Errors that cross the wire as values. Callers branch on the variant, never on text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum WireError {
+    #[error("not found")]
+    NotFound,
+    #[error("invalid name: {0}")]
+    InvalidName(NameError),
+    #[error("corrupted: {0}")]
+    Corrupt(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("a newer version exists (timestamp {current})")]
+    Stale { current: Timestamp },
+    #[error("MD5 mismatch: expected {expected}, got {actual}")]
+    Md5Mismatch { expected: String, actual: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("protocol version mismatch: server speaks {server}, client {client}")]
+    Version { server: u32, client: u32 },
+    #[error("disk full")]
+    DiskFull,
+    #[error("{0}")]
+    Refused(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// First frame of every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 4],
+    pub version: u32,
+    /// Room for per-user keys and a cluster secret (planned); `None` today.
+    pub credentials: Option<String>,
+}
+
+impl Hello {
+    pub fn new() -> Self {
+        Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            credentials: None,
+        }
+    }
+}
+
+impl Default for Hello {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sent after the `END` of an upload body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadTrailer {
+    /// MD5 of the body as the sender computed it while sending.
+    pub md5: [u8; 16],
+}
+
+/// Requests from a client (`oss`, `ossfs`) to the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Body and [`UploadTrailer`] follow. Answer: `Stored`.
+    Upload { name: ObjectName, size: Option<u64> },
+    /// Answer: `Object` then a body of the requested range (`len: None` = to the end).
+    Download {
+        name: ObjectName,
+        offset: u64,
+        len: Option<u64>,
+    },
+    /// Answer: `Object` (no body) or `NotFound`.
+    Stat { name: ObjectName },
+    /// Answer: `Deleted`.
+    Delete { name: ObjectName },
+    /// Answer: `Listing` pages until `more == false`; live objects only.
+    List { user: String },
+    /// Answer: `Users`.
+    ListUsers,
+    /// Answer: `Status`.
+    Status,
+    /// Answer: `Ok`; progress shows in `Status`.
+    AddDisk { addr: String },
+    /// Answer: `Ok`; progress shows in `Status`.
+    RemoveDisk { addr: String },
+    /// Check (and repair) every replica of one object. Answer: `Checked`.
+    Check { name: ObjectName },
+    /// Start a full repair pass. Answer: `Ok`; progress shows in `Status`.
+    Repair,
+    /// Ask every storage server to run one audit pass now. Answer: `Ok` when they are done.
+    Audit,
+}
+
+/// Requests from the proxy to a storage server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageRequest {
+    /// Body and [`UploadTrailer`] follow. Refused with `Stale` if a version with the same or
+    /// a newer timestamp is held. Answer: `Stored`.
+    Put {
+        name: ObjectName,
+        part: u32,
+        timestamp: Timestamp,
+        size: Option<u64>,
+    },
+    /// Answer: `Object` and a body; every block is verified before it is sent, and a bad one
+    /// aborts the body with `Corrupt`. `timestamp: Some(t)` refuses any other version
+    /// with `Stale`, so a reader resuming on another replica gets the same version.
+    Get {
+        name: ObjectName,
+        part: u32,
+        offset: u64,
+        len: Option<u64>,
+        timestamp: Option<Timestamp>,
+    },
+    /// Answer: `Object` (live or tombstone, no body) or `NotFound`.
+    Head { name: ObjectName, part: u32 },
+    /// Writes a tombstone at `timestamp` (even if absent). Answer: `Deleted`.
+    Delete {
+        name: ObjectName,
+        part: u32,
+        timestamp: Timestamp,
+    },
+    /// Re-reads the whole object and compares its MD5. Answer: `Checked`.
+    Check { name: ObjectName, part: u32 },
+    /// Answer: `Listing` pages, tombstones included.
+    ListUser { user: String },
+    /// Answer: `Users` (users with at least one live object).
+    ListUsers,
+    /// Answer: `Listing` pages of everything in one partition, tombstones included.
+    ListPartition { part: u32 },
+    /// Deletes every file of a partition (after it moved away). Answer: `Ok`.
+    DropPartition { part: u32 },
+    /// Disk check. Answer: `Pong`.
+    Ping,
+    /// Run one audit pass now. Answer: `Audited`.
+    Audit,
+    /// Names quarantined by the auditor since the last ask. Answer: `Quarantined`.
+    TakeQuarantined,
+}
+
+/// The state of one replica, as `Check` finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaState {
+    Good(ObjectMeta),
+    Missing,
+    /// A tombstone: deleted at `ObjectMeta::timestamp`.
+    Deleted(ObjectMeta),
+    Corrupt(String),
+}
+
+/// What a storage server says of itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStats {
+    pub objects: u64,
+    pub bytes: u64,
+    pub disk_total: u64,
+    pub disk_free: u64,
+    pub audit: AuditStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStats {
+    /// Passes completed since the server started.
+    pub passes: u64,
+    /// When the last pass ended (µs since the epoch), 0 if none yet.
+    pub last_pass_end: Timestamp,
+    pub last_pass_objects: u64,
+    pub last_pass_bytes: u64,
+    pub quarantined_total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerState {
+    /// In the ring and answering.
+    Online,
+    /// In the ring, missed checks but not yet declared offline.
+    Suspect,
+    /// Declared offline; its partitions were or are being moved away.
+    Offline,
+    /// Answering again after it was declared offline; out of the ring until `add-disk`.
+    Back,
+    /// Being drained by `remove-disk`.
+    Draining,
+}
+
+impl fmt::Display for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerState::Online => "online",
+            ServerState::Suspect => "suspect",
+            ServerState::Offline => "offline",
+            ServerState::Back => "back (out of ring)",
+            ServerState::Draining => "draining",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub id: Option<DevId>,
+    pub addr: String,
+    pub state: ServerState,
+    /// When the server entered `state` (µs since the epoch).
+    pub since: Timestamp,
+    /// Partition replicas the ring gives it.
+    pub partitions: u32,
+    /// Last disk check answer, if any.
+    pub stats: Option<DiskStats>,
+}
+
+/// Progress of a background job (rebalance, refill, repair).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub what: String,
+    pub done: u64,
+    pub total: u64,
+    pub bytes: u64,
+    pub running: bool,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub epoch: u64,
+    pub partitions: u32,
+    pub replicas: u8,
+    pub servers: Vec<ServerStatus>,
+    pub jobs: Vec<Progress>,
+}
+
+/// Every answer, from proxy or storage server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    HelloOk {
+        version: u32,
+    },
+    Ok,
+    Stored(ObjectMeta),
+    /// Object metadata; for downloads a body of `len` bytes follows.
+    Object {
+        meta: ObjectMeta,
+        offset: u64,
+        len: u64,
+    },
+    Deleted {
+        existed: bool,
+    },
+    Listing {
+        entries: Vec<ObjectMeta>,
+        more: bool,
+    },
+    Users(Vec<String>),
+    Checked(Vec<(String, ReplicaState)>),
+    Pong(DiskStats),
+    Audited(AuditStats),
+    Quarantined(Vec<ObjectName>),
+    Status(ClusterStatus),
+    Error(WireError),
+}
+
+/// Local errors of the protocol layer (the remote ones arrive as [`WireError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Remote(WireError),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("connection closed")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+}
+
+impl Error {
+    /// The error as a value to send on (a proxy relays storage errors this way).
+    pub fn to_wire(&self) -> WireError {
+        match self {
+            Error::Remote(w) => w.clone(),
+            Error::Io(e) => WireError::Unavailable(e.to_string()),
+            Error::Protocol(s) => WireError::BadRequest(s.clone()),
+            Error::Closed => WireError::Unavailable("connection closed".into()),
+            Error::Timeout => WireError::Unavailable("timed out".into()),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(w: WireError) -> Self {
+        Error::Remote(w)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One piece of a body.
+#[derive(Debug)]
+pub enum Chunk {
+    /// This many bytes were placed at the start of the caller's buffer.
+    Data(usize),
+    End,
+    /// The sender gave up in the middle; this is why.
+    Abort(WireError),
+}
+
+/// A framed connection. Reads and writes are buffered; call [`Connection::flush`] after
+/// the last frame of a message.
+pub struct Connection {
+    rd: BufReader<OwnedReadHalf>,
+    wr: BufWriter<OwnedWriteHalf>,
+    peer: String,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let (r, w) = stream.into_split();
+        Connection {
+            rd: BufReader::with_capacity(IO_BUF, r),
+            wr: BufWriter::with_capacity(IO_BUF, w),
+            peer,
+        }
+    }
+
+    /// Connects and performs the client side of the handshake.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Self> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        let mut conn = Connection::new(stream);
+        conn.write_header(&Hello::new()).await?;
+        conn.flush().await?;
+        match tokio::time::timeout(timeout, conn.read_header::<Response>()).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(r) => match r? {
+                Some(Response::HelloOk { .. }) => Ok(conn),
+                Some(Response::Error(e)) => Err(Error::Remote(e)),
+                Some(other) => Err(Error::Protocol(format!(
+                    "unexpected handshake answer {other:?}"
+                ))),
+                None => Err(Error::Closed),
+            },
+        }
+    }
+
+    /// Server side of the handshake: reads [`Hello`], answers, and fails on a mismatch.
+    pub async fn accept_hello(&mut self) -> Result<Hello> {
+        let hello: Hello = self.read_header().await?.ok_or(Error::Closed)?;
+        if hello.magic != MAGIC || hello.version != PROTOCOL_VERSION {
+            let e = WireError::Version {
+                server: PROTOCOL_VERSION,
+                client: hello.version,
+            };
+            self.write_header(&Response::Error(e.clone())).await?;
+            self.flush().await?;
+            return Err(Error::Remote(e));
+        }
+        self.write_header(&Response::HelloOk {
+            version: PROTOCOL_VERSION,
+        })
+        .await?;
+        self.flush().await?;
+        Ok(hello)
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    async fn read_frame_head(&mut self) -> Result<Option<(u8, u32)>> {
+        let mut head = [0u8; 5];
+        // A clean close is only allowed between frames.
+        let n = self.rd.read(&mut head[..1]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.rd
+            .read_exact(&mut head[1..])
+            .await
+            .map_err(eof_is_closed)?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        Ok(Some((head[0], len)))
+    }
+
+    async fn read_header_payload<T: DeserializeOwned>(&mut self, len: u32) -> Result<T> {
+        if len > MAX_HEADER {
+            return Err(Error::Protocol(format!(
+                "header of {len} bytes exceeds {MAX_HEADER}"
+            )));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.rd.read_exact(&mut buf).await.map_err(eof_is_closed)?;
+        postcard::from_bytes(&buf).map_err(|e| Error::Protocol(format!("malformed header: {e}")))
+    }
+
+    /// Reads one header frame; `None` on a clean close before it.
+    pub async fn read_header<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match self.read_frame_head().await? {
+            None => Ok(None),
+            Some((KIND_HEADER, len)) => Ok(Some(self.read_header_payload(len).await?)),
+            Some((kind, _)) => Err(Error::Protocol(format!(
+                "expected a header, got frame kind {kind}"
+            ))),
+        }
+    }
+
+    /// Reads a header that must be there.
+    pub async fn expect_header<T: DeserializeOwned>(&mut self) -> Result<T> {
+        self.read_header().await?.ok_or(Error::Closed)
+    }
+
+    /// Reads a response and turns `Response::Error` into `Err(Error::Remote)`.
+    pub async fn read_response(&mut self) -> Result<Response> {
+        match self.expect_header::<Response>().await? {
+            Response::Error(e) => Err(Error::Remote(e)),
+            r => Ok(r),
+        }
+    }
+
+    pub async fn write_header<T: Serialize>(&mut self, msg: &T) -> Result<()> {
+        let bytes = postcard::to_stdvec(msg).map_err(|e| Error::Protocol(e.to_string()))?;
+        if bytes.len() > MAX_HEADER as usize {
+            return Err(Error::Protocol(format!(
+                "header of {} bytes is too large",
+                bytes.len()
+            )));
+        }
+        self.wr.write_u8(KIND_HEADER).await?;
+        self.wr.write_u32(bytes.len() as u32).await?;
+        self.wr.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// Reads the next piece of a body into `buf` (resized as needed, at most [`MAX_CHUNK`]).
+    pub async fn read_chunk(&mut self, buf: &mut Vec<u8>) -> Result<Chunk> {
+        match self.read_frame_head().await? {
+            None => Err(Error::Closed),
+            Some((KIND_DATA, len)) => {
+                if len > MAX_CHUNK {
+                    return Err(Error::Protocol(format!(
+                        "data frame of {len} bytes exceeds {MAX_CHUNK}"
+                    )));
+                }
+                if buf.len() < len as usize {
+                    buf.resize(len as usize, 0);
+                }
+                self.rd
+                    .read_exact(&mut buf[..len as usize])
+                    .await
+                    .map_err(eof_is_closed)?;
+                Ok(Chunk::Data(len as usize))
+            }
+            Some((KIND_END, 0)) => Ok(Chunk::End),
+            Some((KIND_END, len)) => Err(Error::Protocol(format!("end frame with {len} bytes"))),
+            Some((KIND_HEADER, len)) => match self.read_header_payload::<Response>(len).await? {
+                Response::Error(e) => Ok(Chunk::Abort(e)),
+                other => Err(Error::Protocol(format!(
+                    "unexpected {other:?} inside a body"
+                ))),
+            },
+            Some((kind, _)) => Err(Error::Protocol(format!("unknown frame kind {kind}"))),
+        }
+    }
+
+    /// Writes body bytes, split into frames of at most [`MAX_CHUNK`].
+    pub async fn write_data(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let n = data.len().min(MAX_CHUNK as usize);
+            self.wr.write_u8(KIND_DATA).await?;
+            self.wr.write_u32(n as u32).await?;
+            self.wr.write_all(&data[..n]).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    pub async fn write_end(&mut self) -> Result<()> {
+        self.wr.write_u8(KIND_END).await?;
+        self.wr.write_u32(0).await?;
+        Ok(())
+    }
+
+    /// Ends a body early, telling the reader why.
+    pub async fn write_abort(&mut self, e: WireError) -> Result<()> {
+        self.write_header(&Response::Error(e)).await
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        self.wr.flush().await?;
+        Ok(())
+    }
+
+    /// Writes raw bytes (used by tests to send garbage).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.wr.write_all(bytes).await?;
+        Ok(())
+    }
+}
+
+fn eof_is_closed(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Closed
+    } else {
+        Error::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (Connection, Connection) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (s, _) = l.accept().await.unwrap();
+        (Connection::new(c.await.unwrap()), Connection::new(s))
+    }
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            name: ObjectName::parse("alice/f").unwrap(),
+            size: 3,
+            md5: [7; 16],
+            timestamp: 42,
+            deleted: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn header_and_body_round_trip() {
+        let (mut a, mut b) = pair().await;
+        a.write_header(&Response::Stored(meta())).await.unwrap();
+        a.write_data(&vec![9u8; (MAX_CHUNK as usize) + 10])
+            .await
+            .unwrap();
+        a.write_end().await.unwrap();
+        a.write_header(&UploadTrailer { md5: [1; 16] })
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        assert_eq!(b.read_response().await.unwrap(), Response::Stored(meta()));
+        let mut buf = Vec::new();
+        let mut total = 0;
+        loop {
+            match b.read_chunk(&mut buf).await.unwrap() {
+                Chunk::Data(n) => {
+                    assert!(buf[..n].iter().all(|&x| x == 9));
+                    total += n
+                }
+                Chunk::End => break,
+                Chunk::Abort(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(total, MAX_CHUNK as usize + 10);
+        let t: UploadTrailer = b.expect_header().await.unwrap();
+        assert_eq!(t.md5, [1; 16]);
+        drop(a);
+        assert!(
+            b.read_header::<Response>().await.unwrap().is_none(),
+            "clean close"
+        );
+    }
+
+    #[tokio::test]
+    async fn abort_inside_body() {
+        let (mut a, mut b) = pair().await;
+        a.write_data(b"abc").await.unwrap();
+        a.write_abort(WireError::Corrupt("block 3".into()))
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            b.read_chunk(&mut buf).await.unwrap(),
+            Chunk::Data(3)
+        ));
+        match b.read_chunk(&mut buf).await.unwrap() {
+            Chunk::Abort(WireError::Corrupt(s)) => assert_eq!(s, "block 3"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_header_is_refused_without_allocating() {
+        let (mut a, mut b) = pair().await;
+        a.write_raw(&[KIND_HEADER, 0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        let e = b.read_header::<Response>().await.unwrap_err();
+        assert!(
+            matches!(e, Error::Protocol(ref s) if s.contains("exceeds")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_data_frame_is_refused() {
+        let (mut a, mut b) = pair().await;
+        a.write_raw(&[KIND_DATA, 0x10, 0, 0, 0]).await.unwrap();
+        a.flush().await.unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            b.read_chunk(&mut buf).await,
+            Err(Error::Protocol(_))
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn garbage_and_truncation_are_errors_not_panics() {
+        // Malformed postcard payload.
+        let (mut a, mut b) = pair().await;
+        a.write_raw(&[KIND_HEADER, 0, 0, 0, 3, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        assert!(matches!(
+            b.read_header::<ClientRequest>().await,
+            Err(Error::Protocol(_))
+        ));
+        // Unknown frame kind.
+        let (mut a, mut b) = pair().await;
+        a.write_raw(&[9, 0, 0, 0, 0]).await.unwrap();
+        a.flush().await.unwrap();
+        assert!(matches!(
+            b.read_header::<ClientRequest>().await,
+            Err(Error::Protocol(_))
+        ));
+        // Truncated in the middle of a frame.
+        let (mut a, mut b) = pair().await;
+        a.write_raw(&[KIND_HEADER, 0, 0, 0, 10, 1, 2])
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        drop(a);
+        assert!(matches!(
+            b.read_header::<ClientRequest>().await,
+            Err(Error::Closed)
+        ));
+        // Every truncation of a valid frame is an error, never a panic or a wrong value.
+        let full = {
+            let mut v = vec![KIND_HEADER];
+            let p = postcard::to_stdvec(&Response::Stored(meta())).unwrap();
+            v.extend((p.len() as u32).to_be_bytes());
+            v.extend(p);
+            v
+        };
+        for cut in 1..full.len() {
+            let (mut a, mut b) = pair().await;
+            a.write_raw(&full[..cut]).await.unwrap();
+            a.flush().await.unwrap();
+            drop(a);
+            assert!(b.read_header::<Response>().await.is_err(), "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_names_are_refused_by_the_decoder() {
+        // A header naming "alice/../x" must not decode into an ObjectName.
+        #[derive(Serialize)]
+        enum Fake {
+            #[allow(dead_code)]
+            Upload { name: String, size: Option<u64> },
+        }
+        let bytes = postcard::to_stdvec(&Fake::Upload {
+            name: "alice/a/b".into(),
+            size: None,
+        })
+        .unwrap();
+        assert!(postcard::from_bytes::<ClientRequest>(&bytes).is_err());
+    }
+
+    #[tokio::test]
+    async fn version_mismatch_is_refused() {
+        let (mut a, mut b) = pair().await;
+        let server = tokio::spawn(async move { b.accept_hello().await });
+        a.write_header(&Hello {
+            magic: MAGIC,
+            version: 999,
+            credentials: None,
+        })
+        .await
+        .unwrap();
+        a.flush().await.unwrap();
+        match a.read_response().await {
+            Err(Error::Remote(WireError::Version { server, client })) => {
+                assert_eq!((server, client), (PROTOCOL_VERSION, 999))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(server.await.unwrap().is_err());
+    }
+}
