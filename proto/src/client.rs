@@ -44,8 +44,13 @@ impl Client {
     }
 
     async fn conn(&self) -> Result<Connection> {
-        if let Some(c) = self.pool.lock().unwrap().pop() {
-            return Ok(c);
+        loop {
+            let pooled = self.pool.lock().unwrap().pop();
+            match pooled {
+                Some(c) if c.is_reusable() => return Ok(c),
+                Some(_) => continue,
+                None => break,
+            }
         }
         Connection::connect(&self.addr, self.connect_timeout)
             .await

@@ -447,6 +447,19 @@ impl Connection {
         Ok(hello)
     }
 
+    /// False when the peer has closed the connection (or sent something unasked) while it
+    /// sat idle in a pool: such a connection must not be reused.
+    pub fn is_reusable(&self) -> bool {
+        if !self.rd.buffer().is_empty() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        match self.rd.get_ref().try_read(&mut b) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+
     pub fn peer(&self) -> &str {
         &self.peer
     }

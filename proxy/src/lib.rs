@@ -1,1 +1,49 @@
-//! placeholder
+//! oss-proxy: the only door for clients. It owns the ring, places and fetches replicas,
+//! checks the storage servers' health and repairs what is missing or corrupt.
+//!
+//! - [`config`]: settings from the command line.
+//! - [`state`]: the persisted ring, rebalance plan and servers outside the ring.
+//! - [`cluster`]: the live view (state + backends), placement decisions, admin operations.
+//! - [`backend`]: pooled connections to storage servers, deadlines, failure accounting.
+//! - [`health`]: liveness of each storage server (disk checks and failed requests).
+//! - [`object`]: the data path: upload, download, stat, delete, listings.
+//! - [`repair`]: the one copy mechanism (object, partition) and everything built on it.
+//! - [`worker`]: background work: disk checks, partition moves, quarantine repair, repair passes.
+//! - [`server`]: accepting clients and dispatching their requests.
+
+pub mod backend;
+pub mod cluster;
+pub mod config;
+pub mod health;
+pub mod object;
+pub mod repair;
+pub mod server;
+pub mod state;
+pub mod worker;
+
+use std::future::Future;
+
+pub use cluster::{OpenError, Proxy};
+pub use config::Config;
+
+/// Opens the state directory and serves clients on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), OpenError> {
+    let proxy = Proxy::open(cfg)?;
+    // A first round of disk checks before serving, so the first requests already know
+    // which servers are down.
+    worker::check_servers(&proxy).await;
+    let bg = [
+        tokio::spawn(worker::health_loop(proxy.clone())),
+        tokio::spawn(worker::move_worker(proxy.clone())),
+        tokio::spawn(worker::quarantine_loop(proxy.clone())),
+    ];
+    server::serve(proxy, listener, shutdown).await;
+    for t in bg {
+        t.abort();
+    }
+    Ok(())
+}

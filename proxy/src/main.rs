@@ -1,1 +1,87 @@
-fn main() {}
+//! `oss-proxy`: parse flags, set up logging, bind, run.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use oss_proxy::config::{parse_duration, Config};
+
+#[derive(Parser, Debug)]
+#[command(name = "oss-proxy", version, about = "The oss proxy: the only door for clients")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Directory holding the ring and the cluster state.
+    #[arg(long)]
+    state: PathBuf,
+    /// Number of partitions, a power of two (first start only; default 1024).
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Replicas of every object (first start only; default 2).
+    #[arg(long)]
+    replicas: Option<u8>,
+    /// A storage server's address (first start only); repeat for each server.
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// A server that misses its disk checks for this long is declared offline.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    offline_after: std::time::Duration,
+    /// Interval between disk checks.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    check_interval: std::time::Duration,
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oss-proxy: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let mut cfg = Config::new(args.state);
+    cfg.partitions = args.partitions;
+    cfg.replicas = args.replicas;
+    cfg.disks = args.disks;
+    cfg.offline_after = args.offline_after;
+    cfg.check_interval = args.check_interval;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        // Open (and validate) the state before binding, so a bad flag fails fast.
+        oss_proxy::Proxy::open(cfg.clone())?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "oss-proxy listening on {addr}")?;
+            out.flush()?;
+        }
+        oss_proxy::run(listener, cfg, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

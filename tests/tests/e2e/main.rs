@@ -1,1 +1,15 @@
+//! End-to-end tests: real `oss-storaged`, `oss-proxy` and `oss` processes on loopback.
+//!
+//! Build the binaries first (`cargo build --bins`); `scripts/test` does. Each test starts its
+//! own cluster in its own temporary directory on port-0 listeners, so tests run in parallel.
+//!
+//! - [`core`]: round trips, overwrite, delete, list, replica placement.
+//! - [`restart`]: the proxy and storage servers die and come back.
+//! - [`bad_input`]: invalid names, missing files, unreachable proxy, garbage on the wire,
+//!   failed downloads.
+//! - [`concurrency`]: many clients at once; racing writers.
 
+mod bad_input;
+mod concurrency;
+mod core;
+mod restart;

@@ -1,0 +1,312 @@
+//! The command line, as clap sees it, and the few pure helpers around it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use oss_proto::client::DEFAULT_PROXY;
+
+/// Default bench user: far from real users, so a bench never touches their files.
+pub const BENCH_USER: &str = "bench";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "oss",
+    version,
+    about = "Command line of the oss object store",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Address of the proxy [default: $OSS_PROXY, then 127.0.0.1:8080]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub proxy: Option<String>,
+
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a file (or stdin) as USER/FILENAME, replacing any previous version
+    Upload {
+        /// The object's name, USER/FILENAME
+        #[arg(value_name = "USER/FILENAME")]
+        name: String,
+        /// Local file to read, '-' for stdin [default: FILENAME]
+        #[arg(value_name = "LOCAL_PATH")]
+        local: Option<PathBuf>,
+    },
+    /// Download USER/FILENAME to a file (or stdout)
+    Download {
+        /// The object's name, USER/FILENAME
+        #[arg(value_name = "USER/FILENAME")]
+        name: String,
+        /// Where to write it, '-' for stdout; a directory gets FILENAME inside it
+        /// [default: FILENAME in the current directory]
+        #[arg(value_name = "LOCAL_PATH")]
+        local: Option<PathBuf>,
+    },
+    /// Delete USER/FILENAME (every replica)
+    Delete {
+        /// The object's name, USER/FILENAME
+        #[arg(value_name = "USER/FILENAME")]
+        name: String,
+    },
+    /// List a user's files, one a line
+    List {
+        #[arg(value_name = "USER")]
+        user: String,
+        /// Long format: size, MD5, modification time (UTC), name
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+    },
+    /// Add a storage server to the ring (its partitions move in the background)
+    AddDisk {
+        /// The storage server's address, HOST:PORT
+        #[arg(value_name = "ADDR")]
+        addr: String,
+        /// Wait until the rebalance is done
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Drain a storage server and remove it from the ring
+    RemoveDisk {
+        /// The storage server's address, HOST:PORT
+        #[arg(value_name = "ADDR")]
+        addr: String,
+        /// Wait until the drain is done
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the ring, each storage server's health and the background jobs
+    Status {
+        /// Print the proxy's status as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check (and repair) every replica of USER/FILENAME; exit 1 if not all are good
+    Check {
+        /// The object's name, USER/FILENAME
+        #[arg(value_name = "USER/FILENAME")]
+        name: String,
+    },
+    /// Start a full repair pass
+    Repair {
+        /// Wait until the repair is done
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Ask every storage server for one audit pass now, and wait for it
+    Audit,
+    /// Load generator: upload, download, list and delete objects through one client
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Number of objects
+    #[arg(long, default_value_t = 100)]
+    pub objects: usize,
+    /// Size of each object in bytes (suffixes K, M, G = KiB, MiB, GiB)
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    pub size: u64,
+    /// Concurrent requests (tasks sharing one client)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// User whose files the bench creates (bench-NNNNNN names)
+    #[arg(long, default_value = BENCH_USER)]
+    pub user: String,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the delete phase (leave the objects for a later run)
+    #[arg(long)]
+    pub keep: bool,
+    /// Phases to run, in order: upload,download,list,delete
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "upload,download,list,delete"
+    )]
+    pub phases: Vec<Phase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Upload,
+    Download,
+    List,
+    Delete,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Upload => "upload",
+            Phase::Download => "download",
+            Phase::List => "list",
+            Phase::Delete => "delete",
+        }
+    }
+}
+
+/// `--proxy`, then `$OSS_PROXY` (if set and not empty), then [`DEFAULT_PROXY`].
+pub fn proxy_addr(flag: Option<&str>, env: Option<&str>) -> String {
+    flag.or(env.filter(|e| !e.trim().is_empty()))
+        .unwrap_or(DEFAULT_PROXY)
+        .trim()
+        .to_owned()
+}
+
+/// Parses a byte count: `1000`, `64K`, `1M`, `2G`, `4KiB`, `1MB` (all suffixes binary).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: u64 = num
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown unit in {s:?} (use K, M, G)")),
+    };
+    num.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+/// A storage server address must look like `HOST:PORT`; checked before anything is sent.
+pub fn validate_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("invalid address {addr:?}: expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!("invalid address {addr:?}: bad host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("invalid address {addr:?}: bad port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("oss").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn proxy_defaults() {
+        assert_eq!(proxy_addr(None, None), DEFAULT_PROXY);
+        assert_eq!(proxy_addr(None, Some("")), DEFAULT_PROXY);
+        assert_eq!(proxy_addr(None, Some("10.0.0.1:9")), "10.0.0.1:9");
+        assert_eq!(proxy_addr(Some("h:1"), Some("10.0.0.1:9")), "h:1");
+        assert_eq!(DEFAULT_PROXY, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn proxy_flag_anywhere() {
+        let c = parse(&["--proxy", "a:1", "list", "alice"]);
+        assert_eq!(c.proxy.as_deref(), Some("a:1"));
+        let c = parse(&["list", "alice", "--proxy", "b:2"]);
+        assert_eq!(c.proxy.as_deref(), Some("b:2"));
+        assert!(parse(&["status"]).proxy.is_none());
+    }
+
+    #[test]
+    fn transfer_defaults() {
+        match parse(&["upload", "alice/f"]).cmd {
+            Command::Upload { name, local } => {
+                assert_eq!(name, "alice/f");
+                assert!(local.is_none());
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse(&["download", "alice/f", "-"]).cmd {
+            Command::Download { local, .. } => assert_eq!(local, Some(PathBuf::from("-"))),
+            c => panic!("{c:?}"),
+        }
+        match parse(&["list", "alice", "-l"]).cmd {
+            Command::List { user, long } => assert!(long && user == "alice"),
+            c => panic!("{c:?}"),
+        }
+        match parse(&["add-disk", "127.0.0.1:7001", "--wait"]).cmd {
+            Command::AddDisk { addr, wait } => assert!(wait && addr == "127.0.0.1:7001"),
+            c => panic!("{c:?}"),
+        }
+        assert!(Cli::try_parse_from(["oss", "upload"]).is_err());
+        assert!(Cli::try_parse_from(["oss", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn bench_defaults_and_phases() {
+        let Command::Bench(b) = parse(&["bench"]).cmd else {
+            panic!()
+        };
+        assert_eq!((b.objects, b.size, b.concurrency), (100, 64 << 10, 4));
+        assert_eq!(b.user, BENCH_USER);
+        assert!(!b.json && !b.keep);
+        assert_eq!(
+            b.phases,
+            [Phase::Upload, Phase::Download, Phase::List, Phase::Delete]
+        );
+        let Command::Bench(b) = parse(&[
+            "bench",
+            "--objects",
+            "7",
+            "--size",
+            "1M",
+            "--concurrency",
+            "3",
+            "--phases",
+            "upload,list",
+            "--json",
+            "--keep",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        assert_eq!((b.objects, b.size, b.concurrency), (7, 1 << 20, 3));
+        assert_eq!(b.phases, [Phase::Upload, Phase::List]);
+        assert!(b.json && b.keep);
+        assert!(Cli::try_parse_from(["oss", "bench", "--phases", "upload,nap"]).is_err());
+        assert!(Cli::try_parse_from(["oss", "bench", "--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1_000"), Ok(1000));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("3X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(validate_addr("127.0.0.1:7001").is_ok());
+        assert!(validate_addr("storage-1:7001").is_ok());
+        assert!(validate_addr("[::1]:7001").is_ok());
+        assert!(validate_addr("127.0.0.1").is_err());
+        assert!(validate_addr(":7001").is_err());
+        assert!(validate_addr("h:0").is_err());
+        assert!(validate_addr("h:99999").is_err());
+        assert!(validate_addr("a b:1").is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! `oss delete`, `oss list` and `oss check`.
+
+use anyhow::Result;
+
+use oss_proto::name::{hex, validate_part, Part};
+use oss_proto::wire::{now_micros, ReplicaState};
+use oss_proto::{ObjectMeta, ObjectName, WireError};
+
+use crate::error::{self, CliError};
+use crate::fmt::{self, Align};
+use crate::io::emit;
+use crate::Ctx;
+
+pub async fn delete(ctx: &Ctx, name: &str) -> Result<()> {
+    let name = ObjectName::parse(name).map_err(|e| error::invalid_name(&e))?;
+    match ctx.client.delete(&name).await {
+        Ok(true) => Ok(()),
+        // Like `rm`: deleting what is not there is reported, though nothing is left either way.
+        Ok(false) => Err(ctx
+            .fail(
+                &oss_proto::Error::Remote(WireError::NotFound),
+                name.as_str(),
+            )
+            .into()),
+        Err(e) => Err(ctx.fail(&e, name.as_str()).into()),
+    }
+}
+
+pub async fn list(ctx: &Ctx, user: &str, long: bool) -> Result<()> {
+    validate_part(user, Part::User).map_err(|e| error::invalid_name(&e))?;
+    let entries = match ctx.client.list(user).await {
+        Ok(v) => v,
+        // A user is only a prefix: one without files has an empty listing.
+        Err(oss_proto::Error::Remote(WireError::NotFound)) => Vec::new(),
+        Err(e) => return Err(ctx.fail(&e, user).into()),
+    };
+    emit(&listing(&entries, long))
+}
+
+/// One name a line, or (`-l`) size, MD5, UTC time and name in aligned columns.
+pub fn listing(entries: &[ObjectMeta], long: bool) -> String {
+    if !long {
+        let mut out = String::new();
+        for e in entries {
+            out.push_str(e.name.file());
+            out.push('\n');
+        }
+        return out;
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.size.to_string(),
+                hex(&e.md5),
+                fmt::iso_utc(e.timestamp),
+                e.name.file().to_owned(),
+            ]
+        })
+        .collect();
+    fmt::table(
+        &rows,
+        &[Align::Right, Align::Left, Align::Left, Align::Left],
+    )
+}
+
+pub async fn check(ctx: &Ctx, name: &str) -> Result<()> {
+    let name = ObjectName::parse(name).map_err(|e| error::invalid_name(&e))?;
+    let replicas = ctx
+        .client
+        .check(&name)
+        .await
+        .map_err(|e| ctx.fail(&e, name.as_str()))?;
+    emit(&check_report(&replicas, now_micros()))?;
+    check_verdict(&name, &replicas)
+}
+
+/// One line per replica: server, state, then what is known of the version it holds.
+pub fn check_report(replicas: &[(String, ReplicaState)], now: u64) -> String {
+    let rows: Vec<Vec<String>> = replicas
+        .iter()
+        .map(|(addr, st)| match st {
+            ReplicaState::Good(m) => vec![
+                addr.clone(),
+                "good".into(),
+                format!("{} bytes", m.size),
+                hex(&m.md5),
+                fmt::iso_utc(m.timestamp),
+            ],
+            ReplicaState::Missing => vec![addr.clone(), "missing".into()],
+            ReplicaState::Deleted(m) => vec![
+                addr.clone(),
+                "deleted".into(),
+                format!(
+                    "at {} ({})",
+                    fmt::iso_utc(m.timestamp),
+                    fmt::ago(now, m.timestamp)
+                ),
+            ],
+            ReplicaState::Corrupt(why) => vec![addr.clone(), "corrupt".into(), why.clone()],
+        })
+        .collect();
+    fmt::table(&rows, &[])
+}
+
+/// Ok only if every replica is good; a name with no live replica at all is "not found".
+pub fn check_verdict(name: &ObjectName, replicas: &[(String, ReplicaState)]) -> Result<()> {
+    let good = replicas
+        .iter()
+        .filter(|(_, s)| matches!(s, ReplicaState::Good(_)))
+        .count();
+    if good == replicas.len() && good > 0 {
+        return Ok(());
+    }
+    let none_live = replicas
+        .iter()
+        .all(|(_, s)| matches!(s, ReplicaState::Missing | ReplicaState::Deleted(_)));
+    if none_live {
+        return Err(CliError::new(format!("not found: {name}")).into());
+    }
+    Err(CliError::new(format!(
+        "{name}: {} of {} replicas not good after repair",
+        replicas.len() - good,
+        replicas.len()
+    ))
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(file: &str, size: u64, ts: u64) -> ObjectMeta {
+        ObjectMeta {
+            name: ObjectName::new("alice", file).unwrap(),
+            size,
+            md5: [0xab; 16],
+            timestamp: ts,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn short_and_long_listings() {
+        let v = vec![
+            meta("a.txt", 5, 1_795_608_000_000_000),
+            meta("big", 123_456, 0),
+        ];
+        assert_eq!(listing(&v, false), "a.txt\nbig\n");
+        let md5 = "ab".repeat(16);
+        assert_eq!(
+            listing(&v, true),
+            format!(
+                "     5  {md5}  2026-11-25T12:00:00Z  a.txt\n\
+                 123456  {md5}  1970-01-01T00:00:00Z  big\n"
+            )
+        );
+        assert_eq!(listing(&[], true), "");
+    }
+
+    #[test]
+    fn check_verdicts() {
+        let n = ObjectName::parse("alice/a").unwrap();
+        let good = ReplicaState::Good(meta("a", 1, 1));
+        let ok = vec![
+            ("s1".to_string(), good.clone()),
+            ("s2".into(), good.clone()),
+        ];
+        assert!(check_verdict(&n, &ok).is_ok());
+        let bad = vec![
+            ("s1".to_string(), good.clone()),
+            ("s2".into(), ReplicaState::Corrupt("block 3".into())),
+        ];
+        let e = check_verdict(&n, &bad).unwrap_err();
+        assert_eq!(
+            e.downcast_ref::<CliError>().unwrap().msg,
+            "alice/a: 1 of 2 replicas not good after repair"
+        );
+        let gone = vec![
+            ("s1".to_string(), ReplicaState::Missing),
+            ("s2".into(), ReplicaState::Deleted(meta("a", 0, 1))),
+        ];
+        let e = check_verdict(&n, &gone).unwrap_err();
+        assert_eq!(
+            e.downcast_ref::<CliError>().unwrap().msg,
+            "not found: alice/a"
+        );
+        assert!(check_verdict(&n, &[]).is_err());
+        let report = check_report(&bad, 2);
+        assert!(report.starts_with("s1  good     1 bytes"), "{report}");
+        assert!(report.contains("s2  corrupt  block 3"), "{report}");
+    }
+}

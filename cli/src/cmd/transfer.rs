@@ -1,0 +1,234 @@
+//! `oss upload` and `oss download`: streaming, never a whole file in memory.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+
+use oss_proto::ObjectName;
+
+use crate::error::{self, BrokenPipe, CliError};
+use crate::io::{stderr_is_tty, Watch};
+use crate::progress::Bar;
+use crate::Ctx;
+
+/// Local buffer size: one wire chunk, so a read fills a frame in one go.
+const BUF: usize = oss_proto::wire::CHUNK;
+
+fn is_dash(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+pub async fn upload(ctx: &Ctx, name: &str, local: Option<&Path>) -> Result<()> {
+    let name = ObjectName::parse(name).map_err(|e| error::invalid_name(&e))?;
+    let local: PathBuf = local.map_or_else(|| PathBuf::from(name.file()), Path::to_path_buf);
+    let tty = stderr_is_tty();
+
+    if is_dash(&local) {
+        let mut input = Watch::new(tokio::io::stdin());
+        let mut bar = Bar::new(tty, name.as_str(), None);
+        let r = ctx
+            .client
+            .upload(&name, None, &mut input, &mut |n| bar.update(n))
+            .await;
+        bar.finish(r.is_ok());
+        return match r {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match input.failed() {
+                Some(io) => CliError::new(format!("cannot read stdin: {}", error::io_msg(io))),
+                None => ctx.fail(&e, name.as_str()),
+            }
+            .into()),
+        };
+    }
+
+    // Everything local is checked before the proxy hears of the upload.
+    let cannot_read = |e: &std::io::Error| error::local("read", &local, e);
+    let meta = tokio::fs::metadata(&local)
+        .await
+        .map_err(|e| cannot_read(&e))?;
+    if meta.is_dir() {
+        return Err(cannot_read(&std::io::Error::from_raw_os_error(libc::EISDIR)).into());
+    }
+    let file = File::open(&local).await.map_err(|e| cannot_read(&e))?;
+    // Regular files have a size the proxy can check; pipes and devices do not.
+    let size = meta.is_file().then_some(meta.len());
+    let mut input = Watch::new(BufReader::with_capacity(BUF, file));
+    let mut bar = Bar::new(tty, name.as_str(), size);
+    let r = ctx
+        .client
+        .upload(&name, size, &mut input, &mut |n| bar.update(n))
+        .await;
+    bar.finish(r.is_ok());
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match input.failed() {
+            Some(io) => cannot_read(io),
+            None => ctx.fail(&e, name.as_str()),
+        }
+        .into()),
+    }
+}
+
+pub async fn download(ctx: &Ctx, name: &str, local: Option<&Path>) -> Result<()> {
+    let name = ObjectName::parse(name).map_err(|e| error::invalid_name(&e))?;
+    let tty = stderr_is_tty();
+    match local {
+        Some(p) if is_dash(p) => to_stdout(ctx, &name, tty).await,
+        _ => {
+            let dest = destination(local, name.file()).await;
+            to_file(ctx, &name, &dest, tty).await
+        }
+    }
+}
+
+/// The size for a progress bar's percentage: worth one round trip only when it is drawn.
+async fn size_for_bar(ctx: &Ctx, name: &ObjectName, tty: bool) -> Result<Option<u64>> {
+    if !tty {
+        return Ok(None);
+    }
+    match ctx.client.stat(name).await {
+        Ok(m) => Ok(Some(m.size)),
+        Err(e) => Err(ctx.fail(&e, name.as_str()).into()),
+    }
+}
+
+async fn to_stdout(ctx: &Ctx, name: &ObjectName, tty: bool) -> Result<()> {
+    let total = size_for_bar(ctx, name, tty).await?;
+    let mut out = Watch::new(tokio::io::stdout());
+    let mut bar = Bar::new(tty, name.as_str(), total);
+    let r = ctx
+        .client
+        .download(name, 0, None, &mut out, &mut |n| bar.update(n))
+        .await;
+    bar.finish(r.is_ok());
+    match (r, out.failed()) {
+        (Ok(_), _) => Ok(()),
+        (Err(_), Some(io)) if io.kind() == ErrorKind::BrokenPipe => Err(BrokenPipe.into()),
+        (Err(_), Some(io)) => {
+            Err(CliError::new(format!("cannot write to stdout: {}", error::io_msg(io))).into())
+        }
+        (Err(e), None) => Err(ctx.fail(&e, name.as_str()).into()),
+    }
+}
+
+/// `LOCAL_PATH`, or `FILENAME` in the cwd; an existing directory gets `FILENAME` inside it.
+async fn destination(local: Option<&Path>, file: &str) -> PathBuf {
+    match local {
+        None => PathBuf::from(file),
+        Some(p) => match tokio::fs::metadata(p).await {
+            Ok(m) if m.is_dir() => p.join(file),
+            _ => p.to_path_buf(),
+        },
+    }
+}
+
+/// The temp file beside `dest`: same directory (so the rename is atomic), hidden, and
+/// tagged with our pid so two concurrent downloads do not share one.
+fn temp_path(dest: &Path) -> PathBuf {
+    let base = dest
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let tmp = format!(".{base}.oss-tmp-{}", std::process::id());
+    match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(tmp),
+        _ => PathBuf::from(tmp),
+    }
+}
+
+/// Removes the temp file unless the download made it to the destination.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn to_file(ctx: &Ctx, name: &ObjectName, dest: &Path, tty: bool) -> Result<()> {
+    let tmp = temp_path(dest);
+    let cannot_write = |e: &std::io::Error| error::local("write", dest, e);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .await
+        .map_err(|e| cannot_write(&e))?;
+    let mut guard = TempGuard(Some(tmp.clone()));
+    // Replacing a file keeps its permissions, as `cp` onto an existing file does.
+    if let Ok(m) = tokio::fs::metadata(dest).await {
+        if m.is_file() {
+            let _ = tokio::fs::set_permissions(&tmp, m.permissions()).await;
+        }
+    }
+
+    let total = size_for_bar(ctx, name, tty).await?;
+    let mut out = Watch::new(BufWriter::with_capacity(BUF, file));
+    let mut bar = Bar::new(tty, name.as_str(), total);
+    let r = ctx
+        .client
+        .download(name, 0, None, &mut out, &mut |n| bar.update(n))
+        .await;
+    bar.finish(r.is_ok());
+    if let Err(e) = r {
+        return Err(match out.failed() {
+            Some(io) => cannot_write(io),
+            None => ctx.fail(&e, name.as_str()),
+        }
+        .into());
+    }
+    // The library verified the MD5; make the bytes durable, then let them appear.
+    let mut buf = out.into_inner();
+    buf.flush().await.map_err(|e| cannot_write(&e))?;
+    let file = buf.into_inner();
+    file.sync_all().await.map_err(|e| cannot_write(&e))?;
+    drop(file);
+    tokio::fs::rename(&tmp, dest)
+        .await
+        .map_err(|e| cannot_write(&e))?;
+    guard.0 = None;
+    // Best effort: the rename itself survives a crash only once the directory is synced.
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(d) = File::open(&dir).await {
+        let _ = d.sync_all().await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_files_sit_beside_the_destination() {
+        let pid = std::process::id();
+        assert_eq!(
+            temp_path(Path::new("x.bin")),
+            PathBuf::from(format!(".x.bin.oss-tmp-{pid}"))
+        );
+        assert_eq!(
+            temp_path(Path::new("/tmp/d/x.bin")),
+            PathBuf::from(format!("/tmp/d/.x.bin.oss-tmp-{pid}"))
+        );
+    }
+
+    #[tokio::test]
+    async fn destination_defaults() {
+        assert_eq!(destination(None, "f").await, PathBuf::from("f"));
+        let d = std::env::temp_dir();
+        assert_eq!(destination(Some(&d), "f").await, d.join("f"));
+        assert_eq!(
+            destination(Some(Path::new("/no/such/dir/g")), "f").await,
+            PathBuf::from("/no/such/dir/g")
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! The one place where errors become errno values.
+//!
+//! Every callback returns `Result<_, Errno>`; these functions are how a proxy error, a name
+//! error or a local I/O error (the spool) gets there. Anything that means "the data could
+//! not be moved or checked" is EIO, so `cp` and `close()` report it.
+
+use fuser::Errno;
+use oss_proto::name::NameError;
+use oss_proto::{Error, WireError};
+
+/// A proxy call failed.
+pub fn from_proto(e: &Error) -> Errno {
+    match e {
+        Error::Remote(w) => from_wire(w),
+        // The connection to the proxy broke, timed out or spoke garbage.
+        Error::Io(_) | Error::Protocol(_) | Error::Closed | Error::Timeout => Errno::EIO,
+    }
+}
+
+/// An error the proxy answered with.
+pub fn from_wire(w: &WireError) -> Errno {
+    match w {
+        WireError::NotFound => Errno::ENOENT,
+        WireError::InvalidName(n) => from_name(n),
+        WireError::BadRequest(_) => Errno::EINVAL,
+        WireError::DiskFull => Errno::ENOSPC,
+        WireError::Refused(_) => Errno::EPERM,
+        // Unreachable proxy or servers, corruption that could not be repaired, a lost race
+        // with a newer write, a failed MD5: the bytes did not make it, say so.
+        WireError::Corrupt(_)
+        | WireError::Unavailable(_)
+        | WireError::Stale { .. }
+        | WireError::Md5Mismatch { .. }
+        | WireError::Version { .. }
+        | WireError::Io(_)
+        | WireError::Internal(_) => Errno::EIO,
+    }
+}
+
+/// A user or file name the object store does not accept.
+pub fn from_name(n: &NameError) -> Errno {
+    match n {
+        NameError::TooLong(_) => Errno::ENAMETOOLONG,
+        _ => Errno::EINVAL,
+    }
+}
+
+/// A local I/O error (the spool file in the cache directory).
+pub fn from_io(e: &std::io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => Errno::ENOSPC,
+        Some(libc::EDQUOT) => Errno::from_i32(libc::EDQUOT),
+        _ => Errno::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oss_proto::name::Part;
+
+    #[test]
+    fn proxy_errors() {
+        let cases = [
+            (WireError::NotFound, Errno::ENOENT),
+            (
+                WireError::InvalidName(NameError::Slash(Part::File)),
+                Errno::EINVAL,
+            ),
+            (
+                WireError::InvalidName(NameError::TooLong(Part::File)),
+                Errno::ENAMETOOLONG,
+            ),
+            (WireError::Corrupt("block 3".into()), Errno::EIO),
+            (WireError::Unavailable("down".into()), Errno::EIO),
+            (WireError::Stale { current: 3 }, Errno::EIO),
+            (
+                WireError::Md5Mismatch {
+                    expected: "a".into(),
+                    actual: "b".into(),
+                },
+                Errno::EIO,
+            ),
+            (WireError::DiskFull, Errno::ENOSPC),
+            (WireError::BadRequest("x".into()), Errno::EINVAL),
+            (WireError::Internal("x".into()), Errno::EIO),
+        ];
+        for (w, want) in cases {
+            assert_eq!(from_proto(&Error::Remote(w.clone())), want, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn local_and_connection_errors() {
+        assert_eq!(from_proto(&Error::Closed), Errno::EIO);
+        assert_eq!(from_proto(&Error::Timeout), Errno::EIO);
+        assert_eq!(from_proto(&Error::Protocol("x".into())), Errno::EIO);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(from_proto(&Error::Io(refused)), Errno::EIO);
+        assert_eq!(
+            from_io(&std::io::Error::from_raw_os_error(libc::ENOSPC)),
+            Errno::ENOSPC
+        );
+        assert_eq!(
+            from_io(&std::io::Error::from_raw_os_error(libc::EBADF)),
+            Errno::EIO
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(from_name(&NameError::Dot(Part::User)), Errno::EINVAL);
+        assert_eq!(from_name(&NameError::Empty(Part::File)), Errno::EINVAL);
+        assert_eq!(from_name(&NameError::Nul(Part::File)), Errno::EINVAL);
+        assert_eq!(
+            from_name(&NameError::TooLong(Part::User)),
+            Errno::ENAMETOOLONG
+        );
+    }
+}

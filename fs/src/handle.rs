@@ -1,0 +1,391 @@
+//! Open files: the write spool and the read-ahead stream of one handle.
+//!
+//! A handle opened for writing keeps the file's new contents in a *spool*: an unnamed temp
+//! file in the cache directory (`$TMPDIR` or `--cache-dir`), never in memory. Opening an
+//! existing file for writing does not fetch it at once: O_TRUNC only arrives afterwards as a
+//! `setattr(size=0)`, so the spool is filled (streamed from the proxy) at the first write,
+//! read or partial truncate that needs the old bytes. `flush`/`fsync` upload the spool when
+//! the handle is dirty.
+//!
+//! A handle that reads from the proxy answers the first read with a range read of exactly
+//! what the kernel asked for (so `head -c 100` of a huge file moves a few KiB). A read that
+//! continues where the previous one ended starts a streaming download from that offset;
+//! later sequential reads are served from it, so `cp` out does not pay one round trip per
+//! 128 KiB. At most [`STREAM_BUF`] bytes are in flight per stream.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fuser::Errno;
+use oss_proto::client::Client;
+use oss_proto::{ObjectMeta, ObjectName, WireError};
+use tokio::io::{AsyncReadExt, DuplexStream};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::errno;
+
+/// Bytes buffered between the proxy and a sequential reader: enough to keep the connection
+/// busy while the kernel comes back for the next 128–256 KiB, small enough that many open
+/// readers stay within a few tens of MiB.
+pub const STREAM_BUF: usize = 2 << 20;
+/// How far ahead of a stream a read may land and still be served by skipping forward (the
+/// kernel's async reads can arrive slightly out of order when several threads serve them).
+const MAX_SKIP: u64 = 4 << 20;
+
+/// What every part of the driver needs to reach the proxy and the spool directory.
+pub struct Ctx {
+    pub client: Arc<Client>,
+    pub rt: tokio::runtime::Handle,
+    pub cache_dir: PathBuf,
+}
+
+impl Ctx {
+    /// Runs a proxy call from a FUSE thread (FUSE threads are not runtime threads).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub fn new_spool(&self) -> Result<Spool, Errno> {
+        let file = tempfile::tempfile_in(&self.cache_dir).map_err(|e| {
+            warn!(dir = %self.cache_dir.display(), error = %e, "cannot create a spool file");
+            errno::from_io(&e)
+        })?;
+        Ok(Spool { file, size: 0 })
+    }
+
+    /// Streams the object (its first `len` bytes if given) into a new spool. A missing
+    /// object gives an empty spool when `missing_ok`.
+    pub fn fetch(
+        &self,
+        name: &ObjectName,
+        len: Option<u64>,
+        missing_ok: bool,
+    ) -> Result<Spool, Errno> {
+        let mut spool = self.new_spool()?;
+        let f = spool.file.try_clone().map_err(|e| errno::from_io(&e))?;
+        let mut w = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(f));
+        let r = self.block_on(async {
+            let r = self.client.download(name, 0, len, &mut w, &mut |_| {}).await;
+            // A failed download leaves w unflushed; the spool is dropped anyway.
+            r
+        });
+        match r {
+            Ok(_) => {}
+            Err(oss_proto::Error::Remote(WireError::NotFound)) if missing_ok => {}
+            Err(e) => {
+                warn!(%name, error = %e, "download into the spool failed");
+                return Err(errno::from_proto(&e));
+            }
+        }
+        drop(w);
+        spool.size = spool.file.metadata().map_err(|e| errno::from_io(&e))?.len();
+        Ok(spool)
+    }
+
+    /// Uploads a spool as `name`, streaming it from the start.
+    pub fn upload(&self, name: &ObjectName, spool: &Spool) -> Result<ObjectMeta, Errno> {
+        let mut f = spool.file.try_clone().map_err(|e| errno::from_io(&e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| errno::from_io(&e))?;
+        let mut r = tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(f));
+        self.block_on(
+            self.client
+                .upload(name, Some(spool.size), &mut r, &mut |_| {}),
+        )
+        .map_err(|e| {
+            warn!(%name, size = spool.size, error = %e, "upload failed");
+            errno::from_proto(&e)
+        })
+    }
+}
+
+/// The local copy of a file being written.
+pub struct Spool {
+    file: File,
+    size: u64,
+}
+
+impl Spool {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn write_at(&mut self, data: &[u8], off: u64) -> Result<(), Errno> {
+        self.file
+            .write_all_at(data, off)
+            .map_err(|e| errno::from_io(&e))?;
+        self.size = self.size.max(off + data.len() as u64);
+        Ok(())
+    }
+
+    pub fn read_at(&self, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+        let end = self.size.min(off.saturating_add(u64::from(len)));
+        if off >= end {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; (end - off) as usize];
+        self.file
+            .read_exact_at(&mut buf, off)
+            .map_err(|e| errno::from_io(&e))?;
+        Ok(buf)
+    }
+
+    pub fn set_len(&mut self, n: u64) -> Result<(), Errno> {
+        self.file.set_len(n).map_err(|e| errno::from_io(&e))?;
+        self.size = n;
+        Ok(())
+    }
+}
+
+/// Where a handle's bytes come from.
+pub enum Data {
+    /// Read-only: reads go to the proxy.
+    Remote,
+    /// Opened for writing; the old contents are fetched when first needed.
+    Unloaded,
+    Loaded(Spool),
+}
+
+pub struct State {
+    pub data: Data,
+    /// The spool differs from what the proxy holds: the next flush uploads it.
+    pub dirty: bool,
+    pub ra: ReadAhead,
+}
+
+/// One open file. The per-handle lock serializes the operations of this handle only (it may
+/// be held across a proxy call); the global tables are never locked across one.
+pub struct Handle {
+    pub ino: u64,
+    pub writable: bool,
+    pub append: bool,
+    pub state: Mutex<State>,
+    /// Size of the spool while there is one, readable without the handle's lock so that
+    /// `stat` does not wait behind an upload.
+    spooled: AtomicBool,
+    spool_size: AtomicU64,
+}
+
+impl Handle {
+    pub fn new(ino: u64, writable: bool, append: bool, data: Data, dirty: bool) -> Self {
+        let h = Handle {
+            ino,
+            writable,
+            append,
+            state: Mutex::new(State {
+                data: Data::Remote,
+                dirty,
+                ra: ReadAhead::default(),
+            }),
+            spooled: AtomicBool::new(false),
+            spool_size: AtomicU64::new(0),
+        };
+        h.set_data(&mut h.state.lock().unwrap(), data);
+        h
+    }
+
+    /// The spool's size, if this handle has one.
+    pub fn pending_size(&self) -> Option<u64> {
+        self.spooled
+            .load(Ordering::Acquire)
+            .then(|| self.spool_size.load(Ordering::Acquire))
+    }
+
+    pub fn set_data(&self, st: &mut State, data: Data) {
+        st.data = data;
+        self.sync_size(st);
+    }
+
+    /// Publishes the spool size after a change (call with the state locked).
+    pub fn sync_size(&self, st: &State) {
+        match &st.data {
+            Data::Loaded(s) => {
+                self.spool_size.store(s.size, Ordering::Release);
+                self.spooled.store(true, Ordering::Release);
+            }
+            _ => self.spooled.store(false, Ordering::Release),
+        }
+    }
+
+    /// The spool, fetched from the proxy first if needed.
+    pub fn loaded<'a>(
+        &self,
+        ctx: &Ctx,
+        st: &'a mut State,
+        name: &ObjectName,
+    ) -> Result<&'a mut Spool, Errno> {
+        if matches!(st.data, Data::Unloaded | Data::Remote) {
+            let spool = ctx.fetch(name, None, true)?;
+            self.set_data(st, Data::Loaded(spool));
+        }
+        match &mut st.data {
+            Data::Loaded(s) => Ok(s),
+            _ => unreachable!("just loaded"),
+        }
+    }
+
+    /// Truncates or extends to `n` bytes (O_TRUNC, ftruncate, `truncate -s`).
+    pub fn truncate(
+        &self,
+        ctx: &Ctx,
+        st: &mut State,
+        name: &ObjectName,
+        n: u64,
+    ) -> Result<(), Errno> {
+        if n == 0 && !matches!(st.data, Data::Loaded(_)) {
+            // Nothing of the old contents survives: don't fetch them.
+            self.set_data(st, Data::Loaded(ctx.new_spool()?));
+        } else {
+            self.loaded(ctx, st, name)?.set_len(n)?;
+        }
+        st.dirty = true;
+        self.sync_size(st);
+        Ok(())
+    }
+}
+
+/// Sequential-read detection and the streaming download that serves it.
+#[derive(Default)]
+pub struct ReadAhead {
+    stream: Option<Stream>,
+    /// Bytes a stream skipped over to reach a read that came early; the read they belong to
+    /// is usually next.
+    gap: Vec<u8>,
+    gap_off: u64,
+    /// Where the previous read ended.
+    last_end: Option<u64>,
+}
+
+struct Stream {
+    pos: u64,
+    rd: DuplexStream,
+    task: Option<JoinHandle<oss_proto::wire::Result<ObjectMeta>>>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Stream {
+    fn start(ctx: &Ctx, name: &ObjectName, pos: u64) -> Stream {
+        let (rd, mut wr) = tokio::io::duplex(STREAM_BUF);
+        let client = ctx.client.clone();
+        let name = name.clone();
+        let task = ctx.rt.spawn(async move {
+            client
+                .download(&name, pos, None, &mut wr, &mut |_| {})
+                .await
+        });
+        Stream {
+            pos,
+            rd,
+            task: Some(task),
+        }
+    }
+
+    /// Up to `n` bytes; fewer only at the end of the object.
+    async fn read(&mut self, n: usize) -> Result<Vec<u8>, Errno> {
+        let mut buf = vec![0u8; n];
+        let mut filled = 0;
+        while filled < n {
+            let k = self.rd.read(&mut buf[filled..]).await.map_err(|e| {
+                warn!(error = %e, "read-ahead stream broke");
+                Errno::EIO
+            })?;
+            if k == 0 {
+                // The download ended: at the end of the object, or on an error.
+                if let Some(t) = self.task.take() {
+                    match t.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "streaming download failed");
+                            return Err(errno::from_proto(&e));
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "streaming download task failed");
+                            return Err(Errno::EIO);
+                        }
+                    }
+                }
+                break;
+            }
+            filled += k;
+        }
+        buf.truncate(filled);
+        self.pos += filled as u64;
+        Ok(buf)
+    }
+}
+
+impl ReadAhead {
+    pub fn read(
+        &mut self,
+        ctx: &Ctx,
+        name: &ObjectName,
+        off: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        let want = u64::from(size);
+        let gap_end = self.gap_off + self.gap.len() as u64;
+        if off >= self.gap_off && off + want <= gap_end {
+            let s = (off - self.gap_off) as usize;
+            return Ok(self.gap[s..s + size as usize].to_vec());
+        }
+        let usable = self
+            .stream
+            .as_ref()
+            .is_some_and(|s| off >= s.pos && off - s.pos <= MAX_SKIP);
+        if !usable {
+            self.stream = None;
+            if off > 0 && self.last_end == Some(off) {
+                self.stream = Some(Stream::start(ctx, name, off));
+            } else {
+                let r = ctx.block_on(ctx.client.read_range(name, off, want));
+                let (_, data) = r.map_err(|e| {
+                    warn!(%name, off, size, error = %e, "range read failed");
+                    errno::from_proto(&e)
+                })?;
+                self.last_end = Some(off + data.len() as u64);
+                return Ok(data);
+            }
+        }
+        let s = self.stream.as_mut().expect("usable stream");
+        let old_gap = (self.gap_off, std::mem::take(&mut self.gap));
+        let r = ctx.block_on(async {
+            if off > s.pos {
+                let gap_off = s.pos;
+                let gap = s.read((off - s.pos) as usize).await?;
+                if s.pos < off {
+                    // The object ends before `off`.
+                    return Ok((gap_off, gap, Vec::new()));
+                }
+                Ok((gap_off, gap, s.read(size as usize).await?))
+            } else {
+                Ok((old_gap.0, old_gap.1, s.read(size as usize).await?))
+            }
+        });
+        let (gap_off, gap, data) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                self.stream = None;
+                return Err(e);
+            }
+        };
+        self.gap_off = gap_off;
+        self.gap = gap;
+        if data.len() < size as usize {
+            // End of the object: the stream is done.
+            self.stream = None;
+        }
+        self.last_end = Some(off + data.len() as u64);
+        Ok(data)
+    }
+}

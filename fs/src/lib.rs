@@ -1,0 +1,21 @@
+//! oss-fs: `ossfs`, the FUSE view of the object store. `/USER/FILENAME` on the mount is the
+//! object `USER/FILENAME` on the proxy.
+//!
+//! - [`inode`]: the inode table (inode numbers ↔ root / user / file, lookup counts).
+//! - [`cache`]: listings and attributes remembered for a short TTL, pure data.
+//! - [`handle`]: open files: the write spool (a local temp file) and read-ahead streams.
+//! - [`fs`]: the FUSE callbacks, thin wrappers over helpers returning `Result<_, Errno>`.
+//! - [`errno`]: the one mapping from proxy, name and spool errors to errno values.
+//! - [`mount`]: start-up checks (stale mounts, the proxy), mounting, signals, unmounting.
+//!
+//! Consistency is close-to-open, like NFS: what is written becomes visible to other clients
+//! when `close()` (or `fsync()`) returns; what other clients write becomes visible here
+//! within the cache TTL (1 s by default), and a file opened here reads the proxy's current
+//! version.
+
+pub mod cache;
+pub mod errno;
+pub mod fs;
+pub mod handle;
+pub mod inode;
+pub mod mount;

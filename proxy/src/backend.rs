@@ -1,0 +1,192 @@
+//! Talking to storage servers: pooled connections, deadlines, failure accounting.
+//!
+//! Every storage call goes through here, so every one has a connect deadline and an
+//! answer deadline (a hung server must not hang a client), and every transport failure is
+//! reported to [`Health`], which is how "failed requests count" towards declaring a server
+//! offline.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oss_proto::wire::{
+    Chunk, Connection, DiskStats, Error, ObjectMeta, Response, Result, StorageRequest, WireError,
+};
+use oss_proto::ObjectName;
+
+use crate::health::Health;
+
+/// Idle connections kept per storage server.
+const POOL_MAX: usize = 64;
+
+pub struct Backends {
+    pools: Mutex<HashMap<String, Vec<Connection>>>,
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+    pub health: Arc<Health>,
+}
+
+impl Backends {
+    pub fn new(connect_timeout: Duration, io_timeout: Duration, health: Arc<Health>) -> Self {
+        Backends {
+            pools: Mutex::new(HashMap::new()),
+            connect_timeout,
+            io_timeout,
+            health,
+        }
+    }
+
+    /// A pooled connection if a live one is idle, else a new one.
+    pub async fn conn(&self, addr: &str) -> Result<Connection> {
+        loop {
+            let pooled = self.pools.lock().unwrap().get_mut(addr).and_then(|v| v.pop());
+            match pooled {
+                Some(c) if c.is_reusable() => return Ok(c),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        match Connection::connect(addr, self.connect_timeout).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.failed(addr, &e);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn put_back(&self, addr: &str, c: Connection) {
+        let mut pools = self.pools.lock().unwrap();
+        let v = pools.entry(addr.to_owned()).or_default();
+        if v.len() < POOL_MAX {
+            v.push(c);
+        }
+    }
+
+    /// Forget idle connections to a server (it restarted or left).
+    pub fn forget(&self, addr: &str) {
+        self.pools.lock().unwrap().remove(addr);
+    }
+
+    /// Records a transport failure (not a remote error answer, which proves the server is up).
+    pub fn failed(&self, addr: &str, e: &Error) {
+        if !matches!(e, Error::Remote(_)) {
+            self.health.request_failed(addr, &e.to_string());
+        }
+    }
+
+    /// Awaits `f` with the answer deadline.
+    pub async fn timed<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.io_timeout, f)
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// One request with a header-only answer.
+    pub async fn call(&self, addr: &str, req: &StorageRequest) -> Result<Response> {
+        self.call_within(addr, req, self.io_timeout).await
+    }
+
+    /// [`Backends::call`] with its own deadline (an audit pass takes minutes, not seconds).
+    pub async fn call_within(&self, addr: &str, req: &StorageRequest, deadline: Duration) -> Result<Response> {
+        let mut c = self.conn(addr).await?;
+        let r = tokio::time::timeout(deadline, async {
+            c.write_header(req).await?;
+            c.flush().await?;
+            c.read_response().await
+        })
+        .await
+        .unwrap_or(Err(Error::Timeout));
+        match r {
+            Ok(resp) => {
+                self.put_back(addr, c);
+                Ok(resp)
+            }
+            Err(Error::Remote(w)) => {
+                self.put_back(addr, c);
+                Err(Error::Remote(w))
+            }
+            Err(e) => {
+                self.failed(addr, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The held version (live or tombstone) of a name, `None` if the server has none.
+    pub async fn head(&self, addr: &str, name: &ObjectName, part: u32) -> Result<Option<ObjectMeta>> {
+        match self
+            .call(addr, &StorageRequest::Head { name: name.clone(), part })
+            .await
+        {
+            Ok(Response::Object { meta, .. }) => Ok(Some(meta)),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::Remote(WireError::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn ping(&self, addr: &str) -> Result<DiskStats> {
+        // A fresh connection each time: a check must prove the server accepts connections.
+        let mut c = Connection::connect(addr, self.connect_timeout).await?;
+        let r = tokio::time::timeout(self.connect_timeout, async {
+            c.write_header(&StorageRequest::Ping).await?;
+            c.flush().await?;
+            c.read_response().await
+        })
+        .await
+        .unwrap_or(Err(Error::Timeout))?;
+        self.put_back(addr, c);
+        match r {
+            Response::Pong(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A paged listing (`ListUser`, `ListPartition`), all pages collected.
+    pub async fn list(&self, addr: &str, req: &StorageRequest) -> Result<Vec<ObjectMeta>> {
+        let mut c = self.conn(addr).await?;
+        let r = self
+            .timed(async {
+                c.write_header(req).await?;
+                c.flush().await?;
+                let mut all = Vec::new();
+                loop {
+                    match c.read_response().await? {
+                        Response::Listing { entries, more } => {
+                            all.extend(entries);
+                            if !more {
+                                return Ok(all);
+                            }
+                        }
+                        other => return Err(unexpected(other)),
+                    }
+                }
+            })
+            .await;
+        match r {
+            Ok(v) => {
+                self.put_back(addr, c);
+                Ok(v)
+            }
+            Err(Error::Remote(w)) => {
+                self.put_back(addr, c);
+                Err(Error::Remote(w))
+            }
+            Err(e) => {
+                self.failed(addr, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads one body chunk with the answer deadline.
+    pub async fn read_chunk(&self, c: &mut Connection, buf: &mut Vec<u8>) -> Result<Chunk> {
+        self.timed(c.read_chunk(buf)).await
+    }
+}
+
+pub fn unexpected(r: Response) -> Error {
+    Error::Protocol(format!("unexpected storage answer {r:?}"))
+}

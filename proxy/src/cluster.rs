@@ -1,0 +1,553 @@
+//! The proxy's live view of the cluster: the persisted state behind a lock, the storage
+//! backends, timestamps, and the admin operations that change the ring.
+//!
+//! Locking rule: `state` is a plain mutex and is never held across an `.await`; handlers
+//! copy what they need (a replica set, an address) and release it.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use oss_proto::ring::{DevId, Move, Ring};
+use oss_proto::wire::{
+    now_micros, ClusterStatus, Progress, ServerState, ServerStatus, Timestamp, WireError,
+};
+use oss_proto::ObjectName;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::health::Health;
+use crate::state::{MoveKind, OutsideServer, Persisted, QueuedMove, StateError};
+
+/// Jobs kept for `oss status` once finished.
+const JOBS_KEPT: usize = 8;
+
+/// One storage server as a handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: DevId,
+    pub addr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Flags(String),
+}
+
+pub struct Proxy {
+    pub cfg: Config,
+    pub state: Mutex<Persisted>,
+    pub backends: Backends,
+    last_ts: AtomicU64,
+    /// Wakes the move worker.
+    pub work: Notify,
+    /// Serializes admin changes to the plan (add, remove, offline) with each other.
+    pub admin: tokio::sync::Mutex<()>,
+    pub started: Instant,
+}
+
+impl Proxy {
+    /// Loads the state directory, or creates the ring on first use. Flags that contradict a
+    /// persisted ring are refused.
+    pub fn open(cfg: Config) -> Result<Arc<Proxy>, OpenError> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| StateError::Write {
+            path: cfg.state_dir.clone(),
+            source,
+        })?;
+        let state = match Persisted::load(&cfg.state_dir)? {
+            Some(p) => {
+                check_flags(&cfg, &p)?;
+                info!(epoch = p.ring.epoch, partitions = p.ring.partitions(), "loaded ring");
+                p
+            }
+            None => {
+                let partitions = cfg.partitions.unwrap_or(1024);
+                if !partitions.is_power_of_two() || partitions > 1 << 20 {
+                    return Err(OpenError::Flags(format!(
+                        "--partitions must be a power of two between 1 and 1048576, not {partitions}"
+                    )));
+                }
+                let replicas = cfg.replicas.unwrap_or(2);
+                if cfg.disks.is_empty() {
+                    return Err(OpenError::Flags(format!(
+                        "{} holds no ring yet: give the initial storage servers with --disk ADDR",
+                        cfg.state_dir.display()
+                    )));
+                }
+                let ring = Ring::new(partitions.trailing_zeros() as u8, replicas, &cfg.disks)
+                    .map_err(|e| OpenError::Flags(format!("cannot build the ring: {e}")))?;
+                let p = Persisted::new(ring);
+                p.save(&cfg.state_dir)?;
+                info!(partitions, replicas, disks = cfg.disks.len(), "created a new ring");
+                p
+            }
+        };
+        let health = Arc::new(Health::new());
+        Ok(Arc::new(Proxy {
+            backends: Backends::new(cfg.connect_timeout, cfg.io_timeout, health),
+            cfg,
+            state: Mutex::new(state),
+            last_ts: AtomicU64::new(0),
+            work: Notify::new(),
+            admin: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+        }))
+    }
+
+    /// A timestamp newer than any this proxy handed out before.
+    pub fn next_timestamp(&self) -> Timestamp {
+        let now = now_micros();
+        let mut prev = self.last_ts.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(prev + 1);
+            match self
+                .last_ts
+                .compare_exchange_weak(prev, next, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(p) => prev = p,
+            }
+        }
+    }
+
+    pub fn replicas(&self) -> usize {
+        self.state.lock().unwrap().ring.replicas as usize
+    }
+
+    pub fn part_power(&self) -> u8 {
+        self.state.lock().unwrap().ring.part_power
+    }
+
+    pub fn save(&self, st: &Persisted) {
+        if let Err(e) = st.save(&self.cfg.state_dir) {
+            // Keep serving: the in-memory state is right, the next save may succeed.
+            warn!(error = %e, "cannot persist the cluster state");
+        }
+    }
+
+    fn members_of(st: &Persisted, ids: &[DevId]) -> Vec<Member> {
+        ids.iter()
+            .filter_map(|&id| st.addr_of(id).map(|a| Member { id, addr: a.to_owned() }))
+            .collect()
+    }
+
+    /// Every member of the partition's replica set, up or not.
+    pub fn replica_members(&self, part: u32) -> Vec<Member> {
+        let st = self.state.lock().unwrap();
+        Self::members_of(&st, &st.replica_set(part))
+    }
+
+    /// The live members of a name's replica set: what a read consults.
+    pub fn read_members(&self, name: &ObjectName) -> (u32, Vec<Member>) {
+        let part = name.partition(self.part_power());
+        let all = self.replica_members(part);
+        let live = all
+            .into_iter()
+            .filter(|m| self.backends.health.is_up(&m.addr))
+            .collect();
+        (part, live)
+    }
+
+    /// Where a write goes: the live members, plus stand-ins until there are `replicas`.
+    pub fn write_targets(&self, name: &ObjectName) -> (u32, Vec<Member>) {
+        let (part, mut live) = self.read_members(name);
+        let need = self.replicas();
+        let mut tried: Vec<DevId> = live.iter().map(|m| m.id).collect();
+        while live.len() < need {
+            match self.stand_in(part, &tried) {
+                Some(h) => {
+                    tried.push(h.id);
+                    live.push(h);
+                }
+                None => break,
+            }
+        }
+        // Handlers pop from the end; keep owners first in preference.
+        live.reverse();
+        (part, live)
+    }
+
+    /// A live server outside the partition's replica set and `exclude`, chosen the same
+    /// way by every caller (the ring's handoff order).
+    pub fn stand_in(&self, part: u32, exclude: &[DevId]) -> Option<Member> {
+        let st = self.state.lock().unwrap();
+        let mut excl: Vec<DevId> = exclude.to_vec();
+        excl.extend(st.replica_set(part));
+        excl.extend(st.leaving.iter().copied());
+        loop {
+            let id = st.target.handoff(part, &excl)?;
+            excl.push(id);
+            let addr = st.addr_of(id)?.to_owned();
+            if self.backends.health.is_up(&addr) {
+                return Some(Member { id, addr });
+            }
+        }
+    }
+
+    /// Servers whose listings together cover every partition.
+    pub fn listing_servers(&self) -> Vec<Member> {
+        let st = self.state.lock().unwrap();
+        let ids: BTreeSet<DevId> = st
+            .ring
+            .devices
+            .iter()
+            .chain(st.target.devices.iter())
+            .map(|d| d.id)
+            .collect();
+        let ids: Vec<DevId> = ids.into_iter().collect();
+        Self::members_of(&st, &ids)
+            .into_iter()
+            .filter(|m| self.backends.health.is_up(&m.addr))
+            .collect()
+    }
+
+    /// Every address the health checker watches: ring members and servers outside it.
+    pub fn watched(&self) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        let mut v: BTreeSet<String> = st
+            .ring
+            .devices
+            .iter()
+            .chain(st.target.devices.iter())
+            .map(|d| d.addr.clone())
+            .collect();
+        v.extend(st.outside.iter().map(|o| o.addr.clone()));
+        v.into_iter().collect()
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let st = self.state.lock().unwrap();
+        let shares: std::collections::HashMap<DevId, u32> = st.ring.shares().into_iter().collect();
+        let mut servers = Vec::new();
+        let mut ids: Vec<DevId> = st.ring.devices.iter().map(|d| d.id).collect();
+        for d in &st.target.devices {
+            if !ids.contains(&d.id) {
+                ids.push(d.id);
+            }
+        }
+        for id in ids {
+            let addr = st.addr_of(id).unwrap_or("?").to_owned();
+            let live = self.backends.health.get(&addr);
+            let up = live.as_ref().map(|l| l.is_up()).unwrap_or(true);
+            let leaving = st.leaving.contains(&id);
+            let outside = st.outside.iter().find(|o| o.addr == addr);
+            let (state, since) = match (leaving, up, outside) {
+                (true, _, Some(o)) => (o.state, o.since),
+                (true, true, None) => (ServerState::Draining, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
+                (true, false, None) => (ServerState::Offline, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
+                (false, true, _) => (ServerState::Online, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
+                (false, false, _) => (ServerState::Suspect, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
+            };
+            servers.push(ServerStatus {
+                id: Some(id),
+                addr,
+                state,
+                since,
+                partitions: shares.get(&id).copied().unwrap_or(0),
+                stats: live.and_then(|l| l.stats),
+            });
+        }
+        for o in &st.outside {
+            if servers.iter().any(|s| s.addr == o.addr) {
+                continue;
+            }
+            servers.push(ServerStatus {
+                id: None,
+                addr: o.addr.clone(),
+                state: o.state,
+                since: o.since,
+                partitions: 0,
+                stats: self.backends.health.get(&o.addr).and_then(|l| l.stats),
+            });
+        }
+        ClusterStatus {
+            epoch: st.ring.epoch,
+            partitions: st.ring.partitions(),
+            replicas: st.ring.replicas,
+            servers,
+            jobs: st.jobs.clone(),
+        }
+    }
+
+    /// Starts a job and returns its index in `jobs`.
+    pub fn start_job(st: &mut Persisted, what: String, total: u64) -> usize {
+        // Forget old finished jobs, keeping indices of running ones valid.
+        if st.jobs.len() >= JOBS_KEPT && st.jobs.iter().all(|j| !j.running) {
+            let keep_from = st.jobs.len() + 1 - JOBS_KEPT;
+            st.jobs.drain(..keep_from);
+        }
+        st.jobs.push(Progress {
+            what,
+            done: 0,
+            total,
+            bytes: 0,
+            running: true,
+            started: now_micros(),
+            finished: 0,
+            errors: 0,
+        });
+        st.jobs.len() - 1
+    }
+
+    fn enqueue(st: &mut Persisted, new_target: Ring, kind: MoveKind, what: String) -> usize {
+        let moves = Ring::moves(&st.target, &new_target);
+        let job = Self::start_job(st, what, moves.len() as u64);
+        for mv in moves {
+            st.queue.push(QueuedMove { mv, kind: kind.clone(), job });
+        }
+        st.target = new_target;
+        if st.queue.iter().all(|q| q.job != job) {
+            finish_job(st, job);
+        }
+        job
+    }
+
+    /// `oss add-disk`: a new server takes its fair share; only those partitions move.
+    pub async fn add_disk(self: &Arc<Self>, addr: String) -> Result<(), WireError> {
+        let _admin = self.admin.lock().await;
+        let addr = normalize_addr(&addr)?;
+        {
+            let st = self.state.lock().unwrap();
+            if st.target.device_by_addr(&addr).is_some() {
+                return Err(WireError::Refused(format!("{addr} is already in the ring")));
+            }
+            if st.ring.device_by_addr(&addr).is_some() {
+                return Err(WireError::Refused(format!(
+                    "{addr} is still leaving the ring; wait for that to finish"
+                )));
+            }
+        }
+        self.backends
+            .ping(&addr)
+            .await
+            .map_err(|e| WireError::Refused(format!("cannot add {addr}: disk check failed: {e}")))?;
+        // A server that comes back after being re-homed: push whatever only it holds to
+        // the owners and drop its stale copies before it joins as a new server.
+        let back = {
+            let st = self.state.lock().unwrap();
+            st.outside.iter().any(|o| o.addr == addr && !o.cleaned)
+        };
+        if back {
+            crate::repair::clean_returned(self, &addr)
+                .await
+                .map_err(|e| WireError::Unavailable(format!("cannot clean up {addr} before adding it: {e}")))?;
+        }
+        let mut st = self.state.lock().unwrap();
+        let new_target = st
+            .target
+            .with_device_added(&addr)
+            .map_err(|e| WireError::Refused(format!("cannot add {addr}: {e}")))?;
+        st.outside.retain(|o| o.addr != addr);
+        let job = Self::enqueue(&mut st, new_target, MoveKind::Rebalance, format!("add {addr}"));
+        info!(%addr, moves = st.jobs[job].total, "add-disk planned");
+        self.save(&st);
+        drop(st);
+        self.backends.health.forget(&addr);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// `oss remove-disk`: drain a server (or rebuild its data if it is offline), then forget it.
+    pub async fn remove_disk(self: &Arc<Self>, addr: String) -> Result<(), WireError> {
+        let _admin = self.admin.lock().await;
+        let addr = normalize_addr(&addr)?;
+        let up = self.backends.health.is_up(&addr);
+        let mut st = self.state.lock().unwrap();
+        let Some(dev) = st.target.device_by_addr(&addr).cloned() else {
+            if st.ring.device_by_addr(&addr).is_some() {
+                return Err(WireError::Refused(format!("{addr} is already leaving the ring")));
+            }
+            if st.outside.iter().any(|o| o.addr == addr) {
+                // Not in the ring any more: forget it.
+                st.outside.retain(|o| o.addr != addr);
+                self.save(&st);
+                return Ok(());
+            }
+            return Err(WireError::Refused(format!("{addr} is not in the ring")));
+        };
+        let left = st.target.devices.len() - 1;
+        if left < st.target.replicas as usize {
+            return Err(WireError::Refused(format!(
+                "removing {addr} would leave {left} servers for {} replicas",
+                st.target.replicas
+            )));
+        }
+        let new_target = st
+            .target
+            .with_device_removed(dev.id)
+            .map_err(|e| WireError::Refused(format!("cannot remove {addr}: {e}")))?;
+        let kind = if up { MoveKind::Rebalance } else { MoveKind::Refill };
+        st.leaving.push(dev.id);
+        let job = Self::enqueue(&mut st, new_target, kind, format!("remove {addr}"));
+        info!(%addr, moves = st.jobs[job].total, "remove-disk planned");
+        crate::worker::forget_finished_leavers(&mut st);
+        self.save(&st);
+        drop(st);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// A server missed its checks for `offline_after`: re-home its partitions.
+    pub async fn declare_offline(self: &Arc<Self>, addr: &str) {
+        let _admin = self.admin.lock().await;
+        let mut st = self.state.lock().unwrap();
+        let Some(dev) = st.target.device_by_addr(addr).cloned() else { return };
+        // Moves that were bringing data to it cannot finish: undo them in the target.
+        let mut kept = Vec::new();
+        let queue = std::mem::take(&mut st.queue);
+        for q in queue.into_iter().rev() {
+            if q.mv.to == dev.id {
+                let back = Move { part: q.mv.part, replica: q.mv.replica, from: dev.id, to: q.mv.from };
+                st.target = st.target.with_move_applied(&back);
+                if let Some(j) = st.jobs.get_mut(q.job) {
+                    j.total = j.total.saturating_sub(1);
+                }
+            } else {
+                kept.push(q);
+            }
+        }
+        kept.reverse();
+        // Moves that were taking data from it now copy from the surviving replica.
+        for q in kept.iter_mut() {
+            if q.mv.from == dev.id {
+                q.kind = MoveKind::Refill;
+            }
+        }
+        st.queue = kept;
+        let since = now_micros();
+        st.outside.retain(|o| o.addr != addr);
+        st.outside.push(OutsideServer { addr: addr.to_owned(), state: ServerState::Offline, since, cleaned: false });
+        match st.target.with_device_removed(dev.id) {
+            Ok(new_target) => {
+                st.leaving.push(dev.id);
+                let job = Self::enqueue(&mut st, new_target, MoveKind::Refill, format!("refill after {addr} went offline"));
+                warn!(server = addr, moves = st.jobs[job].total, "server declared offline; re-homing its partitions");
+            }
+            Err(e) => {
+                warn!(server = addr, error = %e, "server declared offline but its partitions cannot be re-homed");
+            }
+        }
+        crate::worker::forget_finished_leavers(&mut st);
+        self.save(&st);
+        drop(st);
+        self.work.notify_one();
+    }
+}
+
+pub fn finish_job(st: &mut Persisted, job: usize) {
+    if let Some(j) = st.jobs.get_mut(job) {
+        if j.running {
+            j.running = false;
+            j.finished = now_micros();
+        }
+    }
+}
+
+fn check_flags(cfg: &Config, p: &Persisted) -> Result<(), OpenError> {
+    let dir = cfg.state_dir.display();
+    if let Some(n) = cfg.partitions {
+        if n != p.ring.partitions() {
+            return Err(OpenError::Flags(format!(
+                "{dir} holds a ring of {} partitions; --partitions {n} contradicts it (the persisted ring is the truth: drop the flag)",
+                p.ring.partitions()
+            )));
+        }
+    }
+    if let Some(r) = cfg.replicas {
+        if r != p.ring.replicas {
+            return Err(OpenError::Flags(format!(
+                "{dir} holds a ring of {} replicas; --replicas {r} contradicts it",
+                p.ring.replicas
+            )));
+        }
+    }
+    if !cfg.disks.is_empty() {
+        let have: BTreeSet<&str> = p.target.devices.iter().map(|d| d.addr.as_str()).collect();
+        let want: BTreeSet<&str> = cfg.disks.iter().map(|s| s.as_str()).collect();
+        if have != want {
+            return Err(OpenError::Flags(format!(
+                "{dir} holds a ring of servers {}; --disk {} contradicts it (use `oss add-disk` / `oss remove-disk`, or drop the --disk flags)",
+                have.into_iter().collect::<Vec<_>>().join(", "),
+                want.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `HOST:PORT` as given, checked for shape; the disk check proves it further.
+pub fn normalize_addr(addr: &str) -> Result<String, WireError> {
+    let a = addr.trim();
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(a.to_owned()),
+        _ => Err(WireError::BadRequest(format!("{addr:?} is not a HOST:PORT address"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_strictly_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
+        cfg.partitions = Some(16);
+        let p = Proxy::open(cfg).unwrap();
+        let mut last = 0;
+        for _ in 0..10_000 {
+            let t = p.next_timestamp();
+            assert!(t > last);
+            last = t;
+        }
+    }
+
+    #[test]
+    fn contradicting_flags_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
+        cfg.partitions = Some(16);
+        Proxy::open(cfg.clone()).unwrap();
+        // Same flags, or none: fine.
+        Proxy::open(cfg.clone()).unwrap();
+        Proxy::open(Config::new(dir.path())).unwrap();
+        let mut bad = cfg.clone();
+        bad.partitions = Some(32);
+        let e = Proxy::open(bad).err().unwrap().to_string();
+        assert!(e.contains("16 partitions"), "{e}");
+        let mut bad = cfg.clone();
+        bad.disks.push("127.0.0.1:3".into());
+        assert!(Proxy::open(bad).is_err());
+        let mut bad = cfg;
+        bad.replicas = Some(3);
+        assert!(Proxy::open(bad).is_err());
+    }
+
+    #[test]
+    fn first_start_needs_disks_and_a_power_of_two() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Proxy::open(Config::new(dir.path())).is_err());
+        let mut cfg = Config::new(dir.path());
+        cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
+        cfg.partitions = Some(1000);
+        assert!(Proxy::open(cfg).is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(normalize_addr("127.0.0.1:8081").is_ok());
+        assert!(normalize_addr("localhost:1").is_ok());
+        assert!(normalize_addr("nope").is_err());
+        assert!(normalize_addr(":80").is_err());
+        assert!(normalize_addr("h:0").is_err());
+        assert!(normalize_addr("h:99999").is_err());
+    }
+}

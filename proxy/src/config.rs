@@ -1,0 +1,77 @@
+//! Proxy settings, from the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the ring and the cluster state live.
+    pub state_dir: PathBuf,
+    /// Only used the first time a state directory is used (then the persisted ring rules).
+    pub partitions: Option<u32>,
+    pub replicas: Option<u8>,
+    pub disks: Vec<String>,
+    /// How often every storage server gets a disk check.
+    pub check_interval: Duration,
+    /// A server that has not answered for this long is declared offline.
+    pub offline_after: Duration,
+    /// Connect + handshake deadline towards a storage server. Short: loopback or LAN, and a
+    /// hung server (SIGSTOP) must not hang clients.
+    pub connect_timeout: Duration,
+    /// Deadline for one storage answer (a header or one data frame).
+    pub io_timeout: Duration,
+    /// How often the repair worker asks servers for what their auditors quarantined.
+    pub quarantine_poll: Duration,
+}
+
+impl Config {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            state_dir: state_dir.into(),
+            partitions: None,
+            replicas: None,
+            disks: Vec::new(),
+            check_interval: Duration::from_millis(500),
+            offline_after: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(10),
+            quarantine_poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

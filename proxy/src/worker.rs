@@ -1,0 +1,347 @@
+//! Background work of the proxy, each piece also triggerable on demand so tests never
+//! have to sleep: the disk checker (heartbeats and offline detection), the move worker
+//! (rebalances and refills, one partition replica at a time), the quarantine poller and
+//! the full repair pass.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oss_proto::ring::DevId;
+use oss_proto::wire::{now_micros, Response, ServerState, StorageRequest, WireError};
+use tracing::{info, warn};
+
+use crate::cluster::{finish_job, Proxy};
+use crate::repair::{repair_quarantined, sync_partition};
+use crate::state::{MoveKind, Persisted, QueuedMove};
+
+/// How long one audit pass may take before the proxy stops waiting for it.
+const AUDIT_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// Removes devices that were leaving and hold nothing any more; once the queue is empty the
+/// live ring becomes the target exactly.
+pub fn forget_finished_leavers(st: &mut Persisted) {
+    let leaving = st.leaving.clone();
+    for id in leaving {
+        let busy = st.queue.iter().any(|q| q.mv.from == id || q.mv.to == id)
+            || st.ring.assignment.iter().any(|row| row.contains(&id));
+        if !busy {
+            st.ring.devices.retain(|d| d.id != id);
+            st.leaving.retain(|&l| l != id);
+        }
+    }
+    if st.queue.is_empty() {
+        st.ring.assignment = st.target.assignment.clone();
+        st.ring.devices = st.target.devices.clone();
+        st.ring.next_id = st.target.next_id;
+        st.leaving.clear();
+        for j in 0..st.jobs.len() {
+            if st.jobs[j].what.starts_with("add ")
+                || st.jobs[j].what.starts_with("remove ")
+                || st.jobs[j].what.starts_with("refill ")
+            {
+                finish_job(st, j);
+            }
+        }
+    }
+    st.target.epoch = st.ring.epoch;
+}
+
+/// Runs queued moves forever, in order.
+pub async fn move_worker(proxy: Arc<Proxy>) {
+    loop {
+        let next = proxy.state.lock().unwrap().queue.first().cloned();
+        let Some(q) = next else {
+            tokio::select! {
+                _ = proxy.work.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        };
+        match run_move(&proxy, &q).await {
+            Ok((objects, bytes)) => flip(&proxy, &q, objects, bytes).await,
+            Err(e) => {
+                warn!(part = q.mv.part, from = q.mv.from, to = q.mv.to, error = %e, "partition move failed; will retry");
+                {
+                    let mut st = proxy.state.lock().unwrap();
+                    if let Some(j) = st.jobs.get_mut(q.job) {
+                        j.errors += 1;
+                    }
+                }
+                tokio::select! {
+                    _ = proxy.work.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Copies one partition replica to its new owner (verified by MD5 at the destination).
+async fn run_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> Result<(u64, u64), WireError> {
+    let part = q.mv.part;
+    let (from, to, others) = {
+        let st = proxy.state.lock().unwrap();
+        let addr = |id: DevId| st.addr_of(id).map(str::to_owned);
+        let others: Vec<String> = st
+            .ring
+            .replicas_of(part)
+            .iter()
+            .filter(|&&d| d != q.mv.from && d != q.mv.to)
+            .filter_map(|&d| addr(d))
+            .collect();
+        (addr(q.mv.from), addr(q.mv.to), others)
+    };
+    let to = to.ok_or_else(|| WireError::Internal(format!("unknown device {}", q.mv.to)))?;
+    if !proxy.backends.health.is_up(&to) {
+        return Err(WireError::Unavailable(format!("destination {to} is down")));
+    }
+    let health = &proxy.backends.health;
+    let mut sources: Vec<String> = Vec::new();
+    if let Some(f) = from.filter(|f| q.kind == MoveKind::Rebalance && health.is_up(f)) {
+        sources.push(f);
+    }
+    // A refill (or a rebalance whose source died) reads the surviving replicas. A
+    // rebalance reads them too: they may hold writes the source missed.
+    sources.extend(others.into_iter().filter(|a| health.is_up(a)));
+    if sources.is_empty() {
+        return Err(WireError::Unavailable(format!("no live replica of partition {part} to copy from")));
+    }
+    sync_partition(proxy, part, &sources, std::slice::from_ref(&to))
+        .await
+        .map_err(|e| e.to_wire())
+}
+
+/// The copy is done and verified: flip the partition in the ring (new epoch, persisted),
+/// then delete the old copy.
+async fn flip(proxy: &Arc<Proxy>, q: &QueuedMove, objects: u64, bytes: u64) {
+    let drop_from = {
+        let mut st = proxy.state.lock().unwrap();
+        if st.queue.first().map(|h| h.mv) != Some(q.mv) {
+            // The plan changed under us (a server went offline); redo from the new head.
+            return;
+        }
+        if st.ring.device(q.mv.to).is_none() {
+            if let Some(d) = st.target.device(q.mv.to).cloned() {
+                st.ring.devices.push(d);
+                st.ring.devices.sort_by_key(|d| d.id);
+                st.ring.next_id = st.ring.next_id.max(st.target.next_id);
+            }
+        }
+        st.ring.apply_move(&q.mv);
+        st.ring.epoch += 1;
+        st.queue.remove(0);
+        if let Some(j) = st.jobs.get_mut(q.job) {
+            j.done += 1;
+            j.bytes += bytes;
+        }
+        if !st.queue.iter().any(|x| x.job == q.job) {
+            finish_job(&mut st, q.job);
+        }
+        let from_addr = st.addr_of(q.mv.from).map(str::to_owned);
+        let still_member = st.replica_set(q.mv.part).contains(&q.mv.from);
+        forget_finished_leavers(&mut st);
+        proxy.save(&st);
+        tracing::debug!(part = q.mv.part, objects, bytes, epoch = st.ring.epoch, "partition replica moved");
+        from_addr.filter(|_| q.kind == MoveKind::Rebalance && !still_member)
+    };
+    if let Some(addr) = drop_from {
+        if proxy.backends.health.is_up(&addr) {
+            if let Err(e) = proxy.backends.call(&addr, &StorageRequest::DropPartition { part: q.mv.part }).await {
+                warn!(server = %addr, part = q.mv.part, error = %e, "cannot drop a moved partition");
+            }
+        }
+    }
+}
+
+/// One round of disk checks, then the state changes they imply.
+pub async fn check_servers(proxy: &Arc<Proxy>) {
+    let addrs = proxy.watched();
+    let mut tasks = tokio::task::JoinSet::new();
+    for a in addrs {
+        let p = proxy.clone();
+        tasks.spawn(async move {
+            let r = p.backends.ping(&a).await;
+            (a, r)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((a, r)) = r {
+            match r {
+                Ok(stats) => proxy.backends.health.check_ok(&a, stats),
+                Err(e) => {
+                    proxy.backends.forget(&a);
+                    proxy.backends.health.request_failed(&a, &e.to_string());
+                }
+            }
+        }
+    }
+    let now = Instant::now();
+    let (in_ring, outside) = {
+        let st = proxy.state.lock().unwrap();
+        let in_ring: Vec<String> = st
+            .target
+            .devices
+            .iter()
+            .filter(|d| !st.leaving.contains(&d.id))
+            .map(|d| d.addr.clone())
+            .collect();
+        (in_ring, st.outside.clone())
+    };
+    for addr in in_ring {
+        let gone = proxy
+            .backends
+            .health
+            .get(&addr)
+            .and_then(|l| l.failing_for(now))
+            .is_some_and(|d| d >= proxy.cfg.offline_after);
+        if gone {
+            proxy.declare_offline(&addr).await;
+        }
+    }
+    let mut changed = false;
+    for o in outside {
+        let up = proxy.backends.health.is_up(&o.addr);
+        let new_state = match (o.state, up) {
+            (ServerState::Offline, true) => Some(ServerState::Back),
+            (ServerState::Back, false) => Some(ServerState::Offline),
+            _ => None,
+        };
+        if let Some(s) = new_state {
+            let mut st = proxy.state.lock().unwrap();
+            for x in st.outside.iter_mut().filter(|x| x.addr == o.addr) {
+                x.state = s;
+                x.since = now_micros();
+            }
+            changed = true;
+            info!(server = %o.addr, state = %s, "server outside the ring changed state");
+        }
+        if up && !o.cleaned && (o.state == ServerState::Back || new_state == Some(ServerState::Back)) {
+            // Not holding any lock: the clean-up talks to servers.
+            let p = proxy.clone();
+            let addr = o.addr.clone();
+            tokio::spawn(async move {
+                let _admin = p.admin.lock().await;
+                let still = p.state.lock().unwrap().outside.iter().any(|x| x.addr == addr && !x.cleaned);
+                if still {
+                    if let Err(e) = crate::repair::clean_returned(&p, &addr).await {
+                        warn!(server = %addr, error = %e, "clean-up of a returned server failed; will retry");
+                    }
+                }
+            });
+        }
+    }
+    if changed {
+        let st = proxy.state.lock().unwrap();
+        proxy.save(&st);
+    }
+}
+
+pub async fn health_loop(proxy: Arc<Proxy>) {
+    let mut tick = tokio::time::interval(proxy.cfg.check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        check_servers(&proxy).await;
+    }
+}
+
+pub async fn quarantine_loop(proxy: Arc<Proxy>) {
+    let mut tick = tokio::time::interval(proxy.cfg.quarantine_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for m in proxy.listing_servers() {
+            if let Err(e) = repair_quarantined(&proxy, &m.addr).await {
+                tracing::debug!(server = %m.addr, error = %e, "quarantine poll failed");
+            }
+        }
+    }
+}
+
+/// `oss audit`: every server runs one audit pass now; then what they quarantined is repaired.
+pub async fn audit_all(proxy: &Arc<Proxy>) -> Result<(), WireError> {
+    let servers = proxy.listing_servers();
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in servers.clone() {
+        let p = proxy.clone();
+        tasks.spawn(async move {
+            let r = p.backends.call_within(&m.addr, &StorageRequest::Audit, AUDIT_DEADLINE).await;
+            (m, r)
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok((_, Ok(Response::Audited(_)))) => {}
+            Ok((m, Ok(other))) => failed.push(format!("{}: unexpected {other:?}", m.addr)),
+            Ok((m, Err(e))) => failed.push(format!("{}: {e}", m.addr)),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    for m in servers {
+        if let Err(e) = repair_quarantined(proxy, &m.addr).await {
+            failed.push(format!("{}: {e}", m.addr));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(WireError::Unavailable(format!("audit incomplete: {}", failed.join("; "))))
+    }
+}
+
+/// Starts a full repair pass unless one is running: audit every server, repair what was
+/// quarantined, then bring every partition's live replicas to the newest versions.
+pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
+    let job = {
+        let mut st = proxy.state.lock().unwrap();
+        if st.jobs.iter().any(|j| j.running && j.what == "repair") {
+            return Ok(());
+        }
+        let total = u64::from(st.ring.partitions());
+        Proxy::start_job(&mut st, "repair".into(), total)
+    };
+    let p = proxy.clone();
+    tokio::spawn(async move {
+        let mut errors = 0u64;
+        if let Err(e) = audit_all(&p).await {
+            warn!(error = %e, "repair: audit step incomplete");
+            errors += 1;
+        }
+        let parts = p.state.lock().unwrap().ring.partitions();
+        for part in 0..parts {
+            let live: Vec<String> = p
+                .replica_members(part)
+                .into_iter()
+                .filter(|m| p.backends.health.is_up(&m.addr))
+                .map(|m| m.addr)
+                .collect();
+            let mut bytes = 0;
+            if live.len() > 1 {
+                match sync_partition(&p, part, &live, &live).await {
+                    Ok((objects, b)) => {
+                        bytes = b;
+                        if objects > 0 {
+                            info!(part, objects, bytes = b, "repair: replicas brought up to date");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(part, error = %e, "repair: partition failed");
+                        errors += 1;
+                    }
+                }
+            }
+            let mut st = p.state.lock().unwrap();
+            if let Some(j) = st.jobs.get_mut(job) {
+                j.done += 1;
+                j.bytes += bytes;
+                j.errors = errors;
+            }
+        }
+        let mut st = p.state.lock().unwrap();
+        finish_job(&mut st, job);
+        p.save(&st);
+        info!(errors, "repair pass finished");
+    });
+    Ok(())
+}

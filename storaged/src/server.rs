@@ -1,0 +1,169 @@
+//! The accept loop and the per-connection loop.
+//!
+//! Each connection: handshake, then read a request, handle it, repeat. A malformed frame or
+//! any protocol error closes that connection only. On shutdown the listener closes, idle
+//! connections close, and requests in flight get [`Config::shutdown_grace`] to finish.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use oss_proto::wire::{Connection, Response, StorageRequest};
+use oss_proto::WireError;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::audit::Auditor;
+use crate::error::Error;
+use crate::handler;
+use crate::store::Store;
+use crate::Config;
+
+/// What every connection task shares.
+pub struct Ctx {
+    pub store: Arc<Store>,
+    pub auditor: Arc<Auditor>,
+    pub cfg: Config,
+}
+
+/// An opened store, ready to serve.
+pub struct Server {
+    ctx: Arc<Ctx>,
+}
+
+/// Opens the store and serves `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    shutdown: impl Future,
+) -> Result<(), Error> {
+    let server = tokio::task::spawn_blocking(move || Server::open(cfg))
+        .await
+        .map_err(|e| Error::Io {
+            context: "opening the store".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    server.serve(listener, shutdown).await
+}
+
+impl Server {
+    /// Opens the data directory (blocking: it scans every footer).
+    pub fn open(cfg: Config) -> Result<Server, Error> {
+        let (store, report) = Store::open(&cfg.data)?;
+        tracing::info!(
+            data = %cfg.data.display(),
+            objects = report.objects,
+            tmp_removed = report.tmp_removed,
+            quarantined = report.quarantined.len(),
+            "store opened"
+        );
+        let store = Arc::new(store);
+        let auditor = Arc::new(Auditor::new(store.clone(), cfg.audit_rate));
+        Ok(Server {
+            ctx: Arc::new(Ctx {
+                store,
+                auditor,
+                cfg,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.ctx.store
+    }
+
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future) -> Result<(), Error> {
+        let ctx = self.ctx;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let auditor_task = ctx
+            .cfg
+            .audit_interval
+            .filter(|d| !d.is_zero())
+            .map(|d| tokio::spawn(ctx.auditor.clone().run_periodic(d)));
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let span = tracing::info_span!("conn", %peer);
+                        conns.spawn(serve_conn(ctx.clone(), stream, stop_rx.clone()).instrument(span));
+                    }
+                    Err(e) => {
+                        // Usually out of descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(done) = conns.join_next(), if !conns.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "a connection task failed");
+                    }
+                }
+            }
+        }
+        tracing::info!(in_flight = conns.len(), "shutting down");
+        drop(listener);
+        let _ = stop_tx.send(true);
+        ctx.auditor.cancel();
+        if let Some(t) = auditor_task {
+            t.abort();
+        }
+        let drained = tokio::time::timeout(ctx.cfg.shutdown_grace, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(left = conns.len(), "requests still running at the deadline; dropping them");
+            conns.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+async fn serve_conn(ctx: Arc<Ctx>, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+    let mut conn = Connection::new(stream);
+    match tokio::time::timeout(ctx.cfg.frame_timeout, conn.accept_hello()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("handshake timed out");
+            return;
+        }
+    }
+    loop {
+        // Between requests a connection may idle as long as it likes (the proxy pools
+        // them), but not past a shutdown.
+        let req = tokio::select! {
+            r = conn.read_header::<StorageRequest>() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match req {
+            Ok(None) => return,
+            Ok(Some(req)) => {
+                let span = handler::span(&req);
+                if let Err(e) = handler::handle(&ctx, &mut conn, req).instrument(span).await {
+                    tracing::info!(error = %e, "closing the connection");
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bad request frame; closing the connection");
+                // Best effort: tell the peer why before closing.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    conn.write_header(&Response::Error(WireError::BadRequest(e.to_string())))
+                        .await?;
+                    conn.flush().await
+                })
+                .await;
+                return;
+            }
+        }
+    }
+}
