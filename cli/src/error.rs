@@ -72,7 +72,8 @@ pub fn describe(e: &Error, subject: &str, proxy: &str) -> CliError {
                 "the proxy at {proxy} speaks protocol version {server}, this oss speaks \
                  {client}: upgrade one of them"
             ),
-            WireError::Refused(s) => about(s.clone()),
+            // The proxy words refusals completely, subject included.
+            WireError::Refused(s) => strip_os_error(s).to_owned(),
             w => about(w.to_string()),
         },
         Error::Io(io) => about(format!(

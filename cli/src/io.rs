@@ -94,6 +94,25 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Resolves on SIGINT, SIGTERM or SIGHUP, so a command can clean up (a download's temp
+/// file) before it exits; without it the default action would kill us mid-way.
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Without handlers the default actions stay in place; never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted",
+        _ = term.recv() => "terminated",
+        _ = hup.recv() => "hung up",
+    }
+}
+
 /// Whether stderr is a terminal (progress is drawn only there).
 pub fn stderr_is_tty() -> bool {
     // SAFETY: isatty only inspects the descriptor.

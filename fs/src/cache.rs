@@ -198,7 +198,12 @@ mod tests {
         assert_eq!(c.file("alice", "a", t0), Cached::Hit(info));
         assert_eq!(c.file("alice", "zz", t0), Cached::Absent);
         assert_eq!(c.file("bob", "a", t0), Cached::Miss);
-        let names: Vec<_> = c.listing("alice", t0).unwrap().into_iter().map(|e| e.0).collect();
+        let names: Vec<_> = c
+            .listing("alice", t0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(names, ["a", "b"]);
         let later = t0 + Duration::from_millis(1500);
         assert_eq!(c.file("alice", "a", later), Cached::Miss);
@@ -220,7 +225,10 @@ mod tests {
         // A stat result outlives an older listing for its own TTL.
         let t1 = t0 + Duration::from_millis(900);
         c.put_file("alice", "s", info, t1);
-        assert_eq!(c.file("alice", "s", t0 + Duration::from_millis(1500)), Cached::Hit(info));
+        assert_eq!(
+            c.file("alice", "s", t0 + Duration::from_millis(1500)),
+            Cached::Hit(info)
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
 };
 use oss_proto::name::{validate_part, Part};
 use oss_proto::{ObjectName, WireError};
@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, Cached, FileInfo};
 use crate::errno;
-use crate::handle::{Ctx, Data, Handle, State};
+use crate::handle::{Ctx, Data, Handle, LiveUpload, State};
 use crate::inode::{InodeTable, Node, ROOT};
 
 /// `st_blksize` of files: `cp` sizes its buffer from it, and 1 MiB is the largest write
@@ -33,6 +33,9 @@ const MAX_WRITE: u32 = 1 << 20;
 /// `df` asks often (`rm -rf` does); one status call per this long is plenty.
 const STATFS_TTL: Duration = Duration::from_secs(2);
 
+/// One directory entry: inode, kind, name.
+type DirEntry = (u64, FileType, String);
+
 /// Everything the mount shares between FUSE threads and the signal thread.
 pub struct Shared {
     pub ctx: Ctx,
@@ -40,7 +43,7 @@ pub struct Shared {
     cache: Mutex<Cache>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     /// Directory handles: the entries snapshot taken at offset 0, so offsets stay stable.
-    dirs: Mutex<HashMap<u64, Arc<Vec<(u64, FileType, String)>>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     statfs: Mutex<Option<(Instant, [u64; 4])>>,
     ttl: Duration,
@@ -162,11 +165,7 @@ impl Shared {
 
     /// A file's size and time: from a handle writing it, the cache, or a stat.
     fn file_info(&self, name: &ObjectName) -> Result<FileInfo, Errno> {
-        let ino = self
-            .inodes
-            .lock()
-            .unwrap()
-            .find(&Node::File(name.clone()));
+        let ino = self.inodes.lock().unwrap().find(&Node::File(name.clone()));
         if let Some(size) = self.pending(ino) {
             let now = oss_proto::wire::now_micros();
             return Ok(FileInfo { size, mtime: now });
@@ -344,11 +343,27 @@ impl Shared {
             st.dirty = false;
             return Ok(());
         }
+        let live = st.live.take();
         let Data::Loaded(spool) = &st.data else {
             st.dirty = false;
             return Ok(());
         };
-        let meta = self.ctx.upload(&name, spool)?;
+        let streamed = match live {
+            Some(live) if live.sent == spool.size() && live.name() == &name => {
+                match live.finish(&self.ctx) {
+                    Ok(meta) => Some(meta),
+                    Err(e) => {
+                        warn!(%name, error = %e, "live upload failed; uploading the spool");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let meta = match streamed {
+            Some(meta) => meta,
+            None => self.ctx.upload(&name, spool)?,
+        };
         st.dirty = false;
         drop(st);
         self.cache.lock().unwrap().put_file(
@@ -384,7 +399,11 @@ impl Shared {
         self.file_name(ino)?;
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let append = flags.0 & libc::O_APPEND != 0;
-        let data = if writable { Data::Unloaded } else { Data::Remote };
+        let data = if writable {
+            Data::Unloaded
+        } else {
+            Data::Remote
+        };
         Ok(self.add_handle(Handle::new(ino, writable, append, data, false)))
     }
 
@@ -454,9 +473,27 @@ impl Shared {
         let spool = h.loaded(&self.ctx, &mut st, &name)?;
         // O_APPEND: the kernel's offset comes from its cached size, which may be stale.
         let off = if h.append { spool.size() } else { off };
+        let was_empty = spool.size() == 0;
         spool.write_at(data, off)?;
         st.dirty = true;
         h.sync_size(&st);
+        // Stream writes that build the file from its start in order; anything else goes
+        // the spool way only.
+        let appending = match &st.live {
+            Some(live) => live.sent == off,
+            None => off == 0 && was_empty,
+        };
+        if !appending {
+            st.live = None;
+        } else {
+            let live = st
+                .live
+                .get_or_insert_with(|| LiveUpload::start(&self.ctx, &name));
+            if !live.send(&self.ctx, data) {
+                debug!(%name, "live upload failed; the spool will be uploaded at flush");
+                st.live = None;
+            }
+        }
         Ok(data.len() as u32)
     }
 
@@ -502,7 +539,7 @@ impl Shared {
         self.getattr(ino)
     }
 
-    fn readdir_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, String)>, Errno> {
+    fn readdir_entries(&self, ino: u64) -> Result<Vec<DirEntry>, Errno> {
         let mut out = vec![
             (ino, FileType::Directory, ".".to_owned()),
             (ROOT, FileType::Directory, "..".to_owned()),
@@ -555,7 +592,10 @@ impl Shared {
             .lock()
             .unwrap()
             .lookup(&Node::User(name.to_owned()));
-        info!(user = name, "new user folder (kept locally until it has files)");
+        info!(
+            user = name,
+            "new user folder (kept locally until it has files)"
+        );
         Ok(self.dir_attr(ino))
     }
 
@@ -658,12 +698,7 @@ impl Shared {
             return Ok(());
         }
         // Bytes written here but not uploaded move with the file.
-        if let Some(ino) = self
-            .inodes
-            .lock()
-            .unwrap()
-            .find(&Node::File(from.clone()))
-        {
+        if let Some(ino) = self.inodes.lock().unwrap().find(&Node::File(from.clone())) {
             self.commit_ino(ino)?;
         }
         self.file_info(&from)?;
@@ -698,13 +733,10 @@ impl Shared {
                 return Ok(v);
             }
         }
-        let st = self
-            .ctx
-            .block_on(self.ctx.client.status())
-            .map_err(|e| {
-                warn!(error = %e, "status failed");
-                errno::from_proto(&e)
-            })?;
+        let st = self.ctx.block_on(self.ctx.client.status()).map_err(|e| {
+            warn!(error = %e, "status failed");
+            errno::from_proto(&e)
+        })?;
         let replicas = u64::from(st.replicas.max(1));
         let (mut total, mut free, mut objects) = (0u64, 0u64, 0u64);
         for s in st.servers.iter().filter(|s| s.id.is_some()) {
@@ -996,6 +1028,44 @@ impl Filesystem for OssFs {
             ),
             Err(e) => reply.error(reply_err("statfs", e)),
         }
+    }
+
+    // No extended attributes: answer quietly instead of fuser's "not implemented" warnings
+    // (`ls` asks for security.selinux on every file).
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENODATA));
     }
 
     fn create(

@@ -12,6 +12,12 @@
 //! continues where the previous one ended starts a streaming download from that offset;
 //! later sequential reads are served from it, so `cp` out does not pay one round trip per
 //! 128 KiB. At most [`STREAM_BUF`] bytes are in flight per stream.
+//!
+//! A file written from its start in order (`cp` in, `dd`, `echo >`) is also streamed to the
+//! proxy *while* it is written ([`LiveUpload`]), so `close()` waits only for the tail and not
+//! for a second pass over the whole file. The spool is still written: if a write goes
+//! anywhere but the end, or the file is truncated, the live upload is abandoned (the proxy
+//! discards it, it never becomes an object) and `flush` uploads the spool as usual.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -70,7 +76,10 @@ impl Ctx {
         let f = spool.file.try_clone().map_err(|e| errno::from_io(&e))?;
         let mut w = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(f));
         let r = self.block_on(async {
-            let r = self.client.download(name, 0, len, &mut w, &mut |_| {}).await;
+            let r = self
+                .client
+                .download(name, 0, len, &mut w, &mut |_| {})
+                .await;
             // A failed download leaves w unflushed; the spool is dropped anyway.
             r
         });
@@ -155,6 +164,8 @@ pub struct State {
     /// The spool differs from what the proxy holds: the next flush uploads it.
     pub dirty: bool,
     pub ra: ReadAhead,
+    /// A write-through upload fed by sequential writes (see [`LiveUpload`]).
+    pub live: Option<LiveUpload>,
 }
 
 /// One open file. The per-handle lock serializes the operations of this handle only (it may
@@ -180,6 +191,7 @@ impl Handle {
                 data: Data::Remote,
                 dirty,
                 ra: ReadAhead::default(),
+                live: None,
             }),
             spooled: AtomicBool::new(false),
             spool_size: AtomicU64::new(0),
@@ -236,6 +248,7 @@ impl Handle {
         name: &ObjectName,
         n: u64,
     ) -> Result<(), Errno> {
+        st.live = None;
         if n == 0 && !matches!(st.data, Data::Loaded(_)) {
             // Nothing of the old contents survives: don't fetch them.
             self.set_data(st, Data::Loaded(ctx.new_spool()?));
@@ -348,11 +361,16 @@ impl ReadAhead {
             if off > 0 && self.last_end == Some(off) {
                 self.stream = Some(Stream::start(ctx, name, off));
             } else {
-                let r = ctx.block_on(ctx.client.read_range(name, off, want));
-                let (_, data) = r.map_err(|e| {
-                    warn!(%name, off, size, error = %e, "range read failed");
-                    errno::from_proto(&e)
-                })?;
+                let data = match ctx.block_on(ctx.client.read_range(name, off, want)) {
+                    Ok((_, data)) => data,
+                    // The proxy refuses an offset past the end: the file shrank since the
+                    // kernel learnt its size. That is end of file.
+                    Err(oss_proto::Error::Remote(WireError::BadRequest(_))) => Vec::new(),
+                    Err(e) => {
+                        warn!(%name, off, size, error = %e, "range read failed");
+                        return Err(errno::from_proto(&e));
+                    }
+                };
                 self.last_end = Some(off + data.len() as u64);
                 return Ok(data);
             }
@@ -387,5 +405,131 @@ impl ReadAhead {
         }
         self.last_end = Some(off + data.len() as u64);
         Ok(data)
+    }
+}
+
+/// Writes queued towards a live upload: bounded, so a slow proxy slows the writer instead of
+/// filling memory (at most this many writes of up to 1 MiB each).
+const LIVE_QUEUE: usize = 4;
+
+enum Piece {
+    Data(Vec<u8>),
+    End,
+}
+
+/// An upload in progress, fed by the writes of one handle as they arrive.
+pub struct LiveUpload {
+    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
+    task: Option<JoinHandle<oss_proto::wire::Result<ObjectMeta>>>,
+    /// Bytes handed to the upload so far: the next write must start here to be appended.
+    pub sent: u64,
+    name: ObjectName,
+}
+
+impl Drop for LiveUpload {
+    fn drop(&mut self) {
+        // Without an `End`, the reader fails and the client drops the connection without
+        // finishing the body: the proxy never stores a partial object.
+        self.tx = None;
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl LiveUpload {
+    pub fn start(ctx: &Ctx, name: &ObjectName) -> LiveUpload {
+        let (tx, rx) = tokio::sync::mpsc::channel(LIVE_QUEUE);
+        let client = ctx.client.clone();
+        let task_name = name.clone();
+        let task = ctx.rt.spawn(async move {
+            let mut r = PieceReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+            client.upload(&task_name, None, &mut r, &mut |_| {}).await
+        });
+        LiveUpload {
+            tx: Some(tx),
+            task: Some(task),
+            sent: 0,
+            name: name.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &ObjectName {
+        &self.name
+    }
+
+    /// Appends `data`. False when the upload has already failed (the caller abandons it;
+    /// the spool still has everything).
+    pub fn send(&mut self, ctx: &Ctx, data: &[u8]) -> bool {
+        let Some(tx) = self.tx.as_ref() else {
+            return false;
+        };
+        if ctx.block_on(tx.send(Piece::Data(data.to_vec()))).is_err() {
+            return false;
+        }
+        self.sent += data.len() as u64;
+        true
+    }
+
+    /// Ends the body and waits for the proxy's answer.
+    pub fn finish(mut self, ctx: &Ctx) -> Result<ObjectMeta, String> {
+        let tx = self.tx.take().ok_or("already closed")?;
+        let task = self.task.take().ok_or("already finished")?;
+        ctx.block_on(async move {
+            let _ = tx.send(Piece::End).await;
+            drop(tx);
+            match task.await {
+                Ok(Ok(meta)) => Ok(meta),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+/// The upload's view of the queued writes: end of input only after `End`; a queue closed
+/// without it is an error, so an abandoned upload can never look complete.
+struct PieceReader {
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl tokio::io::AsyncRead for PieceReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            if self.pos < self.cur.len() {
+                let n = buf.remaining().min(self.cur.len() - self.pos);
+                let start = self.pos;
+                buf.put_slice(&self.cur[start..start + n]);
+                self.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Piece::Data(v))) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Poll::Ready(Some(Piece::End)) => self.done = true,
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(std::io::Error::other("write stream abandoned")))
+                }
+            }
+        }
     }
 }

@@ -247,7 +247,11 @@ mod tests {
         assert_ne!(a, b, "a new file of the same name is a new inode");
         t.forget(a, 1);
         assert_eq!(t.get(a), None);
-        assert_eq!(t.find(&file("alice/a")), Some(b), "forgetting the old one keeps the new");
+        assert_eq!(
+            t.find(&file("alice/a")),
+            Some(b),
+            "forgetting the old one keeps the new"
+        );
     }
 
     #[test]
@@ -271,7 +275,11 @@ mod tests {
         assert!(!t.is_linked(b));
         assert!(t.is_linked(a));
         t.forget(b, 1);
-        assert_eq!(t.find(&file("bob/b")), Some(a), "the old target's forget is harmless");
+        assert_eq!(
+            t.find(&file("bob/b")),
+            Some(a),
+            "the old target's forget is harmless"
+        );
         t.rename(&file("bob/b"), &file("bob/b"));
         assert_eq!(t.find(&file("bob/b")), Some(a));
     }

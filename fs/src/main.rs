@@ -1,6 +1,6 @@
 //! `ossfs [--proxy ADDR] MOUNTPOINT`: mounts the object store.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,16 +41,23 @@ fn fail(e: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
+    // Buffers of 128 KiB and more (FUSE writes, read-ahead, upload pieces) are mapped and
+    // returned to the system when freed. Without a fixed threshold glibc raises it after the
+    // first free, and every thread's arena keeps megabytes of freed buffers.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,oss_fs=info".into()),
         )
         .init();
     let cache_dir = args.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
-    if let Err(e) = mount::check_mountpoint(&args.mountpoint).and_then(|()| mount::check_cache_dir(&cache_dir)) {
+    if let Err(e) =
+        mount::check_mountpoint(&args.mountpoint).and_then(|()| mount::check_cache_dir(&cache_dir))
+    {
         fail(e);
     }
     let opts = MountOptions {
@@ -88,16 +95,21 @@ fn daemonize(opts: &MountOptions, shown: &str) -> ! {
                 libc::close(fds[0]);
                 libc::setsid();
             }
-            let mut tx = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+            // Closed as soon as the mount is ready, so the parent's read ends.
+            let mut tx = Some(unsafe { std::fs::File::from_raw_fd(fds[1]) });
             let signals = mount::block_signals();
             let r = mount::run(opts, signals, || {
-                let _ = tx.write_all(b"ok\n");
+                if let Some(mut t) = tx.take() {
+                    let _ = t.write_all(b"ok\n");
+                }
                 detach_stdio();
             });
             match r {
                 Ok(()) => std::process::exit(0),
                 Err(e) => {
-                    let _ = writeln!(tx, "{e}");
+                    if let Some(mut t) = tx.take() {
+                        let _ = writeln!(t, "{e}");
+                    }
                     std::process::exit(1);
                 }
             }
@@ -113,7 +125,9 @@ fn daemonize(opts: &MountOptions, shown: &str) -> ! {
             }
             let msg = msg.trim();
             if msg.is_empty() {
-                fail(StartError::Other("the daemon exited before mounting".into()));
+                fail(StartError::Other(
+                    "the daemon exited before mounting".into(),
+                ));
             }
             fail(msg);
         }
@@ -123,7 +137,11 @@ fn daemonize(opts: &MountOptions, shown: &str) -> ! {
 /// A daemon keeps no terminal: its output goes to /dev/null from here on.
 fn detach_stdio() {
     use std::os::fd::AsRawFd;
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }

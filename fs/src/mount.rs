@@ -30,8 +30,9 @@ pub enum StartError {
     Mountpoint(String, String),
     #[error("cache directory {0}: {1}")]
     CacheDir(String, String),
-    #[error("cannot reach the proxy at {0}: {1}")]
-    Proxy(String, String),
+    /// The proxy did not answer; the message names its address.
+    #[error("{0}")]
+    Proxy(String),
     #[error("cannot mount on {0}: {1}")]
     Mount(String, std::io::Error),
     #[error("{0}")]
@@ -113,13 +114,26 @@ pub fn run(
     let client = Arc::new(Client::new(opts.proxy.clone()));
     // Refuse to start against a proxy that does not answer: a mount whose every
     // operation fails with EIO helps nobody.
-    let check = rt.block_on(async {
-        tokio::time::timeout(PROXY_CHECK_TIMEOUT, client.status()).await
-    });
+    let check =
+        rt.block_on(async { tokio::time::timeout(PROXY_CHECK_TIMEOUT, client.status()).await });
     match check {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(StartError::Proxy(opts.proxy.clone(), e.to_string())),
-        Err(_) => return Err(StartError::Proxy(opts.proxy.clone(), "timed out".into())),
+        // The client's message already reads "cannot reach the proxy at ADDR: why".
+        Ok(Err(oss_proto::Error::Remote(oss_proto::WireError::Unavailable(msg)))) => {
+            return Err(StartError::Proxy(msg))
+        }
+        Ok(Err(e)) => {
+            return Err(StartError::Proxy(format!(
+                "the proxy at {} does not answer properly: {e}",
+                opts.proxy
+            )))
+        }
+        Err(_) => {
+            return Err(StartError::Proxy(format!(
+                "cannot reach the proxy at {}: timed out",
+                opts.proxy
+            )))
+        }
     }
     let shared = Arc::new(Shared::new(
         Ctx {

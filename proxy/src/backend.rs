@@ -24,15 +24,19 @@ pub struct Backends {
     pools: Mutex<HashMap<String, Vec<Connection>>>,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
+    pub stream_timeout: Duration,
+    pub commit_timeout: Duration,
     pub health: Arc<Health>,
 }
 
 impl Backends {
-    pub fn new(connect_timeout: Duration, io_timeout: Duration, health: Arc<Health>) -> Self {
+    pub fn new(cfg: &crate::config::Config, health: Arc<Health>) -> Self {
         Backends {
             pools: Mutex::new(HashMap::new()),
-            connect_timeout,
-            io_timeout,
+            connect_timeout: cfg.connect_timeout,
+            io_timeout: cfg.io_timeout,
+            stream_timeout: cfg.stream_timeout,
+            commit_timeout: cfg.commit_timeout,
             health,
         }
     }
@@ -78,9 +82,17 @@ impl Backends {
 
     /// Awaits `f` with the answer deadline.
     pub async fn timed<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(self.io_timeout, f)
-            .await
-            .unwrap_or(Err(Error::Timeout))
+        within(self.io_timeout, f).await
+    }
+
+    /// Awaits one step of a body stream with the stream deadline.
+    pub async fn streamed<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        within(self.stream_timeout, f).await
+    }
+
+    /// Awaits the answer to a finished upload with the commit deadline.
+    pub async fn committed<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        within(self.commit_timeout, f).await
     }
 
     /// One request with a header-only answer.
@@ -181,10 +193,14 @@ impl Backends {
         }
     }
 
-    /// Reads one body chunk with the answer deadline.
+    /// Reads one body chunk with the stream deadline.
     pub async fn read_chunk(&self, c: &mut Connection, buf: &mut Vec<u8>) -> Result<Chunk> {
-        self.timed(c.read_chunk(buf)).await
+        self.streamed(c.read_chunk(buf)).await
     }
+}
+
+async fn within<T>(d: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(d, f).await.unwrap_or(Err(Error::Timeout))
 }
 
 pub fn unexpected(r: Response) -> Error {

@@ -90,7 +90,7 @@ impl Proxy {
         };
         let health = Arc::new(Health::new());
         Ok(Arc::new(Proxy {
-            backends: Backends::new(cfg.connect_timeout, cfg.io_timeout, health),
+            backends: Backends::new(&cfg, health),
             cfg,
             state: Mutex::new(state),
             last_ts: AtomicU64::new(0),

@@ -18,8 +18,14 @@ pub struct Config {
     /// Connect + handshake deadline towards a storage server. Short: loopback or LAN, and a
     /// hung server (SIGSTOP) must not hang clients.
     pub connect_timeout: Duration,
-    /// Deadline for one storage answer (a header or one data frame).
+    /// Deadline for a storage server's answer to a short request (Swift's node_timeout is
+    /// 3 s for the same reason: long enough for a busy disk, short enough for a hung server).
     pub io_timeout: Duration,
+    /// Deadline for each piece of a body moving to or from a storage server.
+    pub stream_timeout: Duration,
+    /// Deadline for a storage server to make an upload durable after its last byte (the
+    /// fsync of a large file takes seconds).
+    pub commit_timeout: Duration,
     /// How often the repair worker asks servers for what their auditors quarantined.
     pub quarantine_poll: Duration,
 }
@@ -34,7 +40,9 @@ impl Config {
             check_interval: Duration::from_millis(500),
             offline_after: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(3),
+            stream_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(120),
             quarantine_poll: Duration::from_secs(2),
         }
     }

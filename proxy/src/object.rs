@@ -108,7 +108,7 @@ pub async fn upload(
                 total += n as u64;
                 for t in targets.iter_mut() {
                     if let Some(c) = t.conn.as_mut() {
-                        let r = proxy.backends.timed(c.write_data(&buf[..n])).await;
+                        let r = proxy.backends.streamed(c.write_data(&buf[..n])).await;
                         if let Err(e) = r {
                             warn!(server = %t.member.addr, error = %e, "replica failed during upload");
                             proxy.backends.failed(&t.member.addr, &e);
@@ -142,7 +142,7 @@ pub async fn upload(
         if let Some(c) = t.conn.as_mut() {
             let r = proxy
                 .backends
-                .timed(async {
+                .streamed(async {
                     c.write_end().await?;
                     c.write_header(&trailer).await?;
                     c.flush().await
@@ -160,7 +160,7 @@ pub async fn upload(
     let mut last_err = None;
     for t in targets.iter_mut() {
         let Some(mut c) = t.conn.take() else { continue };
-        match proxy.backends.timed(c.read_response()).await {
+        match proxy.backends.committed(c.read_response()).await {
             Ok(Response::Stored(m)) if m.md5 == trailer.md5 => {
                 stored += 1;
                 proxy.backends.put_back(&t.member.addr, c);

@@ -140,14 +140,14 @@ pub async fn copy_object(
         loop {
             match b.read_chunk(&mut src, &mut buf).await? {
                 Chunk::Data(n) => {
-                    b.timed(dst.write_data(&buf[..n])).await?;
+                    b.streamed(dst.write_data(&buf[..n])).await?;
                     total += n as u64;
                 }
                 Chunk::End => break,
                 Chunk::Abort(e) => return Err(Error::Remote(e)),
             }
         }
-        b.timed(async {
+        b.streamed(async {
             dst.write_end().await?;
             dst.write_header(&UploadTrailer { md5: meta.md5 }).await?;
             dst.flush().await
@@ -158,7 +158,7 @@ pub async fn copy_object(
     // On failure both connections are dropped: the destination discards its temp file.
     streamed?;
     b.put_back(from, src);
-    match b.timed(dst.read_response()).await {
+    match b.committed(dst.read_response()).await {
         Ok(Response::Stored(_)) | Err(Error::Remote(WireError::Stale { .. })) => {
             b.put_back(to, dst);
             Ok(total)

@@ -66,10 +66,17 @@ pub async fn move_worker(proxy: Arc<Proxy>) {
                     if let Some(j) = st.jobs.get_mut(q.job) {
                         j.errors += 1;
                     }
+                    // Let other partitions go first; this one's moves keep their order.
+                    if st.queue.first().map(|h| h.mv) == Some(q.mv) {
+                        let (stuck, rest): (Vec<_>, Vec<_>) =
+                            st.queue.drain(..).partition(|x| x.mv.part == q.mv.part);
+                        st.queue = rest;
+                        st.queue.extend(stuck);
+                    }
                 }
                 tokio::select! {
                     _ = proxy.work.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
         }

@@ -101,9 +101,7 @@ pub async fn handle(ctx: &Ctx, conn: &mut Connection, req: StorageRequest) -> Co
         StorageRequest::DropPartition { part } => drop_partition(ctx, part).await,
         StorageRequest::Ping => ping(ctx).await,
         StorageRequest::Audit => ctx.auditor.run_pass().await.map(Response::Audited),
-        StorageRequest::TakeQuarantined => {
-            Ok(Response::Quarantined(ctx.store.take_quarantined()))
-        }
+        StorageRequest::TakeQuarantined => Ok(Response::Quarantined(ctx.store.take_quarantined())),
     };
     reply(ctx, conn, answer, started).await
 }
@@ -212,16 +210,26 @@ async fn list_user(ctx: &Ctx, conn: &mut Connection, user: &str) -> ConnResult {
 }
 
 /// Sends a listing as pages of at most `LIST_PAGE` entries (always at least one page).
-async fn pages(ctx: &Ctx, conn: &mut Connection, entries: Vec<oss_proto::ObjectMeta>) -> ConnResult {
+async fn pages(
+    ctx: &Ctx,
+    conn: &mut Connection,
+    entries: Vec<oss_proto::ObjectMeta>,
+) -> ConnResult {
     use oss_proto::wire::LIST_PAGE;
     let total = entries.len();
     let mut it = entries.into_iter().peekable();
     loop {
         let page: Vec<_> = it.by_ref().take(LIST_PAGE).collect();
         let more = it.peek().is_some();
-        timeout(ctx.cfg.frame_timeout, conn.write_header(&Response::Listing { entries: page, more }))
-            .await
-            .map_err(|_| WireIoError::Timeout)??;
+        timeout(
+            ctx.cfg.frame_timeout,
+            conn.write_header(&Response::Listing {
+                entries: page,
+                more,
+            }),
+        )
+        .await
+        .map_err(|_| WireIoError::Timeout)??;
         if !more {
             break;
         }
@@ -352,7 +360,12 @@ async fn put(
                 drop(spool);
                 tracing::info!(error = %e, bytes = total, "upload aborted by the sender");
                 let msg = format!("upload aborted by the sender: {e}");
-                send(ctx, conn, &Response::Error(WireError::BadRequest(msg.clone()))).await?;
+                send(
+                    ctx,
+                    conn,
+                    &Response::Error(WireError::BadRequest(msg.clone())),
+                )
+                .await?;
                 return Err(WireIoError::Protocol(msg));
             }
         }
@@ -492,7 +505,11 @@ async fn get(
     })
     .await
     .map_err(|_| WireIoError::Timeout)??;
-    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, bytes = len, "done");
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        bytes = len,
+        "done"
+    );
     Ok(())
 }
 

@@ -61,13 +61,16 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let mut cfg = Config::new(&args.data);
-    cfg.audit_interval = (args.audit_interval > 0).then(|| Duration::from_secs(args.audit_interval));
+    cfg.audit_interval =
+        (args.audit_interval > 0).then(|| Duration::from_secs(args.audit_interval));
     cfg.audit_rate = args.audit_rate.saturating_mul(1_000_000);
     let server = tokio::task::spawn_blocking(move || Server::open(cfg)).await??;
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr().context("cannot read the bound address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     // Signals are caught from before the address is announced, so a test that stops the
     // server right after reading it gets a clean exit.
     let shutdown = shutdown_signal()?;

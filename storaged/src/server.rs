@@ -34,11 +34,7 @@ pub struct Server {
 }
 
 /// Opens the store and serves `listener` until `shutdown` completes.
-pub async fn run(
-    listener: TcpListener,
-    cfg: Config,
-    shutdown: impl Future,
-) -> Result<(), Error> {
+pub async fn run(listener: TcpListener, cfg: Config, shutdown: impl Future) -> Result<(), Error> {
     let server = tokio::task::spawn_blocking(move || Server::open(cfg))
         .await
         .map_err(|e| Error::Io {
@@ -117,7 +113,10 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(left = conns.len(), "requests still running at the deadline; dropping them");
+            tracing::warn!(
+                left = conns.len(),
+                "requests still running at the deadline; dropping them"
+            );
             conns.shutdown().await;
         }
         Ok(())

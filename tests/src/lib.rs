@@ -660,11 +660,7 @@ impl Cluster {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!(
-                "exit {}: {}",
-                out.status,
-                out.stderr_str().trim_end()
-            ))
+            Err(format!("{}: {}", out.status, out.stderr_str().trim_end()))
         }
     }
 
@@ -674,11 +670,7 @@ impl Cluster {
         if out.status.success() {
             Ok(out.stdout)
         } else {
-            Err(format!(
-                "exit {}: {}",
-                out.status,
-                out.stderr_str().trim_end()
-            ))
+            Err(format!("{}: {}", out.status, out.stderr_str().trim_end()))
         }
     }
 
@@ -726,6 +718,46 @@ impl Cluster {
                 out.stdout_str()
             )
         })
+    }
+
+    /// The proxy's view of one storage server (`state` in `oss status --json`, e.g.
+    /// "Online"), or None if the ring does not know it.
+    pub fn server_state(&self, addr: SocketAddr) -> Option<String> {
+        let st = self.status_json();
+        st["servers"]
+            .as_array()?
+            .iter()
+            .find(|s| s["addr"].as_str() == Some(addr.to_string().as_str()))
+            .and_then(|s| s["state"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until the proxy reports every storage server it knows of as online
+    /// (readiness after a restart: the proxy notices on its next disk check).
+    pub fn wait_all_online(&self, timeout: Duration) {
+        let mut last = String::new();
+        let ok = (|| {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let st = self.status_json();
+                let states: Vec<String> = st["servers"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .map(|s| format!("{}={}", s["addr"], s["state"]))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                last = states.join(" ");
+                if states.iter().all(|s| s.ends_with("=\"Online\"")) {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })();
+        assert!(ok, "servers not all online after {timeout:?}: {last}");
     }
 
     /// Every `.obj` file on storage server `server`.

@@ -59,11 +59,36 @@ pub async fn repair(ctx: &Ctx, wait: bool) -> Result<()> {
     }
 }
 
+/// How long `audit` waits for the proxy's periodic disk checks to bring in the new counts.
+const AUDIT_STATS_WAIT: Duration = Duration::from_secs(5);
+
 pub async fn audit(ctx: &Ctx) -> Result<()> {
+    let before = ctx.client.status().await.map_err(|e| ctx.fail(&e, ""))?;
     // The proxy answers once every storage server finished its pass.
     ctx.client.audit().await.map_err(|e| ctx.fail(&e, ""))?;
-    let st = ctx.client.status().await.map_err(|e| ctx.fail(&e, ""))?;
-    emit(&audit_report(&st))
+    // The status carries each server's stats as of the proxy's last disk check, which may
+    // predate the pass: wait (briefly) until every server that reported before shows it.
+    let deadline = tokio::time::Instant::now() + AUDIT_STATS_WAIT;
+    loop {
+        let st = ctx.client.status().await.map_err(|e| ctx.fail(&e, ""))?;
+        if audits_reported(&before, &st) || tokio::time::Instant::now() >= deadline {
+            return emit(&audit_report(&st));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Every server with audit stats in `before` shows a pass more in `after`.
+fn audits_reported(before: &ClusterStatus, after: &ClusterStatus) -> bool {
+    before.servers.iter().all(|b| {
+        let Some(old) = &b.stats else { return true };
+        after
+            .servers
+            .iter()
+            .find(|a| a.addr == b.addr)
+            .and_then(|a| a.stats.as_ref())
+            .is_none_or(|new| new.audit.passes > old.audit.passes)
+    })
 }
 
 pub fn audit_report(st: &ClusterStatus) -> String {
@@ -372,6 +397,15 @@ mod tests {
         assert!(relevant(&j, 10, &[("repair".into(), 5)]));
         j.running = true;
         assert!(relevant(&j, 10, &[]));
+    }
+
+    #[test]
+    fn audit_waits_for_new_passes() {
+        let before = status();
+        let mut after = status();
+        assert!(!audits_reported(&before, &after));
+        after.servers[0].stats.as_mut().unwrap().audit.passes += 1;
+        assert!(audits_reported(&before, &after));
     }
 
     #[test]

@@ -10,9 +10,12 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use oss_proto::ObjectName;
 
 use crate::error::{self, BrokenPipe, CliError};
-use crate::io::{stderr_is_tty, Watch};
+use crate::io::{interrupted, stderr_is_tty, Watch};
 use crate::progress::Bar;
 use crate::Ctx;
+
+/// The shell's status for "killed by SIGINT" (128 + 2).
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// Local buffer size: one wire chunk, so a read fills a frame in one go.
 const BUF: usize = oss_proto::wire::CHUNK;
@@ -171,10 +174,15 @@ async fn to_file(ctx: &Ctx, name: &ObjectName, dest: &Path, tty: bool) -> Result
     let total = size_for_bar(ctx, name, tty).await?;
     let mut out = Watch::new(BufWriter::with_capacity(BUF, file));
     let mut bar = Bar::new(tty, name.as_str(), total);
-    let r = ctx
-        .client
-        .download(name, 0, None, &mut out, &mut |n| bar.update(n))
-        .await;
+    let mut progress = |n| bar.update(n);
+    let transfer = ctx.client.download(name, 0, None, &mut out, &mut progress);
+    let r = tokio::select! {
+        r = transfer => r,
+        // Leaving drops the guard (removing the temp file) and the bar (clearing its line).
+        why = interrupted() => {
+            return Err(CliError { msg: why.into(), code: EXIT_INTERRUPTED }.into());
+        }
+    };
     bar.finish(r.is_ok());
     if let Err(e) = r {
         return Err(match out.failed() {

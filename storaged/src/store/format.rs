@@ -135,7 +135,10 @@ pub fn decode_footer(tail: &[u8], file_len: u64) -> Result<Footer, FormatError> 
     let (record, rest): (Record, _) =
         postcard::take_from_bytes(rec).map_err(|e| FormatError::Decode(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(FormatError::Decode(format!("{} trailing bytes", rest.len())));
+        return Err(FormatError::Decode(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
     if record.version != RECORD_VERSION {
         return Err(FormatError::Version(record.version));
@@ -252,7 +255,9 @@ mod tests {
 
     #[test]
     fn block_crcs_do_not_depend_on_piece_sizes() {
-        let data: Vec<u8> = (0..(3 * BLOCK + 17)).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * BLOCK + 17))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         let mut whole = BlockCrcs::default();
         whole.update(&data);
         let mut pieces = BlockCrcs::default();

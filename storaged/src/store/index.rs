@@ -44,7 +44,10 @@ impl Index {
         if !meta.deleted {
             self.live_objects += 1;
             self.live_bytes += meta.size;
-            *self.live_per_user.entry(name.user().to_owned()).or_default() += 1;
+            *self
+                .live_per_user
+                .entry(name.user().to_owned())
+                .or_default() += 1;
         }
         self.by_name.insert(name, Entry { part, meta });
         old
@@ -143,7 +146,11 @@ mod tests {
         assert_eq!(ix.live(), (1, 5));
         assert_eq!(ix.users(), vec!["alice"]);
         assert_eq!(ix.list_user("bob").len(), 1, "tombstones are listed");
-        let names: Vec<_> = ix.list_part(1).into_iter().map(|m| m.name.to_string()).collect();
+        let names: Vec<_> = ix
+            .list_part(1)
+            .into_iter()
+            .map(|m| m.name.to_string())
+            .collect();
         assert_eq!(names, vec!["alice/a", "bob/b"]);
         ix.remove(&ObjectName::parse("alice/a").unwrap());
         assert_eq!(ix.live(), (0, 0));

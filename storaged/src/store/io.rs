@@ -89,10 +89,6 @@ impl BodyWriter {
         Ok(())
     }
 
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
     pub fn finish(self) -> Body {
         Body {
             tmp: self.tmp,
@@ -185,7 +181,10 @@ impl ObjectReader {
         }
         let first = offset / BLOCK;
         let start = first * BLOCK;
-        let end = (offset + len).div_ceil(BLOCK).saturating_mul(BLOCK).min(size);
+        let end = (offset + len)
+            .div_ceil(BLOCK)
+            .saturating_mul(BLOCK)
+            .min(size);
         let skip = (offset - start) as usize;
         match &self.small {
             Some(all) => {

@@ -80,8 +80,8 @@ use crate::error::StoreError;
 pub use format::BLOCK;
 pub use index::Entry;
 use index::Index;
-pub use io::{Body, BodyWriter, ObjectReader, ReadError, TempFile};
 use io::OpenError;
+pub use io::{Body, BodyWriter, ObjectReader, ReadError, TempFile};
 
 /// Content of `DIR/FORMAT`: the directory layout version.
 pub const FORMAT_LINE: &str = "oss-storaged 1\n";
@@ -95,8 +95,7 @@ pub const VERIFY_PIECE: u64 = 1 << 20;
 
 /// MD5 of the empty string: the MD5 recorded in tombstones.
 const EMPTY_MD5: [u8; 16] = [
-    0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42,
-    0x7e,
+    0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e,
 ];
 
 /// The result of a successful commit.
@@ -119,7 +118,9 @@ pub struct OpenReport {
 /// One audited object's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditOutcome {
-    Good { bytes: u64 },
+    Good {
+        bytes: u64,
+    },
     Corrupt,
     Reclaimed,
     /// Replaced or removed since the audit's snapshot, or the audit was cancelled.
@@ -188,7 +189,9 @@ impl Store {
             fs::create_dir_all(d).map_err(|e| unusable("cannot create a subdirectory", e))?;
         }
         let mut report = OpenReport {
-            tmp_removed: store.clean_tmp().map_err(|e| unusable("cannot empty tmp/", e))?,
+            tmp_removed: store
+                .clean_tmp()
+                .map_err(|e| unusable("cannot empty tmp/", e))?,
             ..OpenReport::default()
         };
         // Prove the directory is writable now rather than at the first upload.
@@ -198,7 +201,9 @@ impl Store {
                 .create_temp(&probe)
                 .map_err(|e| unusable("not writable", e))?,
         );
-        store.scan(&mut report).map_err(|e| unusable("cannot scan objects/", e))?;
+        store
+            .scan(&mut report)
+            .map_err(|e| unusable("cannot scan objects/", e))?;
         report.objects = store.index().len();
         Ok((store, report))
     }
@@ -251,7 +256,10 @@ impl Store {
         for pe in fs::read_dir(&self.objects)? {
             let pe = pe?;
             let pname = pe.file_name();
-            let part = match pname.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) {
+            let part = match pname
+                .to_str()
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            {
                 Some(s) if pe.file_type()?.is_dir() => match s.parse::<u32>() {
                     Ok(p) => p,
                     Err(_) => continue,
@@ -278,7 +286,10 @@ impl Store {
                 let meta = match footer {
                     Ok(f) if hex(&f.meta.name.digest()) == stem => f.meta,
                     Ok(f) => {
-                        self.quarantine_path(&path, &format!("holds {} under the wrong name", f.meta.name));
+                        self.quarantine_path(
+                            &path,
+                            &format!("holds {} under the wrong name", f.meta.name),
+                        );
                         report.quarantined.push(path);
                         continue;
                     }
@@ -574,7 +585,9 @@ impl Store {
                     return Err(StoreError::Corrupt(format!("{name}: {why}")));
                 }
                 Err(OpenError::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(OpenError::Io(err)) => return Err(StoreError::io(format!("opening {name}"), err)),
+                Err(OpenError::Io(err)) => {
+                    return Err(StoreError::io(format!("opening {name}"), err))
+                }
                 Err(OpenError::Format(f)) => {
                     self.quarantine(name, e.meta.timestamp, &f.to_string());
                     return Err(StoreError::Corrupt(format!("{name}: {f}")));
@@ -738,14 +751,10 @@ impl Store {
                 self.root.display()
             ))
         })?;
-        let s = nix::sys::statvfs::statvfs(&self.root).map_err(|e| {
-            StoreError::io("statvfs", std::io::Error::from_raw_os_error(e as i32))
-        })?;
+        let s = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| StoreError::io("statvfs", std::io::Error::from_raw_os_error(e as i32)))?;
         let frag = s.fragment_size() as u64;
-        Ok((
-            s.blocks() as u64 * frag,
-            s.blocks_available() as u64 * frag,
-        ))
+        Ok((s.blocks() as u64 * frag, s.blocks_available() as u64 * frag))
     }
 }
 

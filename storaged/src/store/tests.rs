@@ -37,7 +37,8 @@ fn path_of(s: &Store, n: &ObjectName) -> PathBuf {
 
 fn read_all(s: &Store, n: &ObjectName) -> Result<Vec<u8>, StoreError> {
     let r = s.open_read(n, None)?;
-    r.read_range(0, r.meta.size).map_err(|e| s.read_failed(&r, e))
+    r.read_range(0, r.meta.size)
+        .map_err(|e| s.read_failed(&r, e))
 }
 
 fn count(dir: &Path) -> usize {
@@ -48,7 +49,10 @@ fn count(dir: &Path) -> usize {
 fn round_trips_at_edge_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
-    for (i, len) in [0usize, 1, 2 * BLOCK as usize, (1 << 20) + 1].into_iter().enumerate() {
+    for (i, len) in [0usize, 1, 2 * BLOCK as usize, (1 << 20) + 1]
+        .into_iter()
+        .enumerate()
+    {
         let n = name(&format!("alice/f{i}"));
         let d = data(len);
         let c = put(&s, &n, 10, &d).unwrap();
@@ -67,17 +71,26 @@ fn round_trips_at_edge_sizes() {
     drop(s);
     let s = open(dir.path());
     assert_eq!(s.live(), (4, (2 * BLOCK + (1 << 20) + 2)));
-    assert_eq!(read_all(&s, &name("alice/f3")).unwrap(), data((1 << 20) + 1));
+    assert_eq!(
+        read_all(&s, &name("alice/f3")).unwrap(),
+        data((1 << 20) + 1)
+    );
 }
 
 #[test]
 fn format_file_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
-    assert_eq!(fs::read(dir.path().join("FORMAT")).unwrap(), FORMAT_LINE.as_bytes());
+    assert_eq!(
+        fs::read(dir.path().join("FORMAT")).unwrap(),
+        FORMAT_LINE.as_bytes()
+    );
     fs::write(dir.path().join("FORMAT"), "oss-storaged 2\n").unwrap();
     let e = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(e, StoreError::Unusable(ref m) if m.contains("unknown format")), "{e}");
+    assert!(
+        matches!(e, StoreError::Unusable(ref m) if m.contains("unknown format")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -95,7 +108,11 @@ fn newer_wins_older_and_equal_are_stale() {
         }
     }
     assert_eq!(read_all(&s, &n).unwrap(), b"two");
-    assert_eq!(count(&dir.path().join("tmp")), 0, "refused temp files are removed");
+    assert_eq!(
+        count(&dir.path().join("tmp")),
+        0,
+        "refused temp files are removed"
+    );
 }
 
 #[test]
@@ -108,7 +125,10 @@ fn a_reader_keeps_its_version_across_an_overwrite() {
     let r = s.open_read(&n, None).unwrap();
     put(&s, &n, 2, b"new").unwrap();
     assert_eq!(r.read_range(0, old.len() as u64).unwrap(), old);
-    assert!(matches!(s.open_read(&n, Some(1)), Err(StoreError::Stale { current: 2 })));
+    assert!(matches!(
+        s.open_read(&n, Some(1)),
+        Err(StoreError::Stale { current: 2 })
+    ));
     assert_eq!(s.open_read(&n, Some(2)).unwrap().meta.size, 3);
 }
 
@@ -118,19 +138,34 @@ fn tombstones_hide_and_refuse_older_writes() {
     let s = open(dir.path());
     let n = name("alice/f");
     put(&s, &n, 100, b"data").unwrap();
-    assert!(s.delete(&n, part(&n), 200).unwrap(), "a live version was replaced");
+    assert!(
+        s.delete(&n, part(&n), 200).unwrap(),
+        "a live version was replaced"
+    );
     assert!(matches!(s.open_read(&n, None), Err(StoreError::NotFound)));
     let e = s.lookup(&n).unwrap();
     assert!(e.meta.deleted);
     assert_eq!((e.meta.timestamp, e.meta.size), (200, 0));
-    assert!(matches!(put(&s, &n, 150, b"x"), Err(StoreError::Stale { current: 200 })));
-    assert!(matches!(s.delete(&n, part(&n), 200), Err(StoreError::Stale { current: 200 })));
-    assert!(!s.delete(&n, part(&n), 300).unwrap(), "a tombstone is not a live version");
+    assert!(matches!(
+        put(&s, &n, 150, b"x"),
+        Err(StoreError::Stale { current: 200 })
+    ));
+    assert!(matches!(
+        s.delete(&n, part(&n), 200),
+        Err(StoreError::Stale { current: 200 })
+    ));
+    assert!(
+        !s.delete(&n, part(&n), 300).unwrap(),
+        "a tombstone is not a live version"
+    );
     // Deleting something never seen still leaves a tombstone.
     let m = name("bob/never");
     assert!(!s.delete(&m, part(&m), 5).unwrap());
     assert!(s.lookup(&m).unwrap().meta.deleted);
-    assert!(matches!(put(&s, &m, 4, b"x"), Err(StoreError::Stale { current: 5 })));
+    assert!(matches!(
+        put(&s, &m, 4, b"x"),
+        Err(StoreError::Stale { current: 5 })
+    ));
     // Newer data replaces a tombstone; all of it survives a reopen.
     put(&s, &n, 400, b"back").unwrap();
     drop(s);
@@ -225,12 +260,19 @@ fn a_flipped_data_byte_fails_at_its_block_and_quarantines() {
     put(&s, &n, 1, &d).unwrap();
     let path = path_of(&s, &n);
     let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.write_all_at(&[d[3 * BLOCK as usize + 5] ^ 1], 3 * BLOCK + 5).unwrap();
+    f.write_all_at(&[d[3 * BLOCK as usize + 5] ^ 1], 3 * BLOCK + 5)
+        .unwrap();
     let r = s.open_read(&n, None).unwrap();
     // Blocks before the bad one read fine; the bad block is refused whole.
-    assert_eq!(r.read_range(0, 3 * BLOCK).unwrap(), &d[..3 * BLOCK as usize]);
+    assert_eq!(
+        r.read_range(0, 3 * BLOCK).unwrap(),
+        &d[..3 * BLOCK as usize]
+    );
     let err = r.read_range(2 * BLOCK, 2 * BLOCK).unwrap_err();
-    assert!(matches!(err, ReadError::Corrupt(off) if off == 3 * BLOCK), "{err}");
+    assert!(
+        matches!(err, ReadError::Corrupt(off) if off == 3 * BLOCK),
+        "{err}"
+    );
     match s.read_failed(&r, err) {
         StoreError::Corrupt(m) => assert_eq!(m, format!("alice/rot block at offset {}", 3 * BLOCK)),
         other => panic!("{other:?}"),
@@ -292,7 +334,10 @@ fn listings_are_sorted_and_include_tombstones() {
     assert!(s.list_user("nobody").is_empty());
     let p = part(&b);
     assert!(s.list_partition(p).iter().any(|m| m.name == b));
-    assert!(s.list_partition(p).windows(2).all(|w| w[0].name < w[1].name));
+    assert!(s
+        .list_partition(p)
+        .windows(2)
+        .all(|w| w[0].name < w[1].name));
 }
 
 #[test]
@@ -330,13 +375,22 @@ fn check_reports_each_state() {
     put(&s, &good, 1, &data(1000)).unwrap();
     s.delete(&gone, part(&gone), 3).unwrap();
     put(&s, &bad, 1, &data(1000)).unwrap();
-    let f = fs::OpenOptions::new().write(true).open(path_of(&s, &bad)).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path_of(&s, &bad))
+        .unwrap();
     f.write_all_at(b"!", 500).unwrap();
     assert!(matches!(s.check(&good).unwrap(), ReplicaState::Good(m) if m.size == 1000));
     assert!(matches!(s.check(&gone).unwrap(), ReplicaState::Deleted(m) if m.timestamp == 3));
-    assert!(matches!(s.check(&name("alice/none")).unwrap(), ReplicaState::Missing));
+    assert!(matches!(
+        s.check(&name("alice/none")).unwrap(),
+        ReplicaState::Missing
+    ));
     assert!(matches!(s.check(&bad).unwrap(), ReplicaState::Corrupt(m) if m.contains("offset 0")));
-    assert!(matches!(s.check(&bad).unwrap(), ReplicaState::Missing), "quarantined");
+    assert!(
+        matches!(s.check(&bad).unwrap(), ReplicaState::Missing),
+        "quarantined"
+    );
     assert_eq!(s.take_quarantined(), vec![bad]);
 }
 
@@ -362,7 +416,10 @@ async fn audit_finds_a_flipped_byte_and_reclaims_old_tombstones() {
     let auditor = crate::audit::Auditor::new(s.clone(), 0);
     let stats = auditor.run_pass().await.unwrap();
     assert_eq!(stats.passes, 1);
-    assert_eq!(stats.last_pass_objects, 6, "5 objects and the young tombstone");
+    assert_eq!(
+        stats.last_pass_objects, 6,
+        "5 objects and the young tombstone"
+    );
     assert_eq!(stats.last_pass_bytes, 4 * 200_000);
     assert_eq!(stats.quarantined_total, 1);
     assert_eq!(s.take_quarantined(), vec![names[2].clone()]);

@@ -188,6 +188,7 @@ fn garbage_on_the_wire_does_not_hurt_the_servers() {
             }
         }
         c.storage[dead].restart();
+        c.wait_all_online(Duration::from_secs(30));
     }
     drop(held);
 }

@@ -94,7 +94,7 @@ fn classify(out: &std::process::Output) -> Outcome {
     if out.status.code() == Some(1) && err.to_lowercase().contains("not found") {
         Outcome::NotFound
     } else {
-        Outcome::Failed(format!("exit {}: {}", out.status, err.trim_end()))
+        Outcome::Failed(format!("{}: {}", out.status, err.trim_end()))
     }
 }
 
@@ -500,4 +500,132 @@ fn racing_uploads_leave_both_replicas_on_one_version() {
         }
     }
     eprintln!("racing uploads refused as stale: {stale}");
+}
+
+/// The history checker itself must catch what it is there to catch.
+#[test]
+fn history_checker_catches_stale_reads_and_lost_writes() {
+    let t = Instant::now();
+    let at = |ms: u64| t + Duration::from_millis(ms);
+    let v1 = Version { thread: 0, seq: 1 };
+    let v2 = Version { thread: 1, seq: 1 };
+    let op = |kind, s, e, acked| Op {
+        kind,
+        start: at(s),
+        end: at(e),
+        acked,
+    };
+    // v1 written 0-10, v2 written 20-30 (acknowledged).
+    let ops = vec![
+        op(Kind::Put(v1), 0, 10, true),
+        op(Kind::Put(v2), 20, 30, true),
+    ];
+    // Reading v1 after v2 was acknowledged: stale.
+    assert!(check_read("n", &ops, Some(v1), at(40), at(41)).is_err());
+    // Reading v1 while v2 was in flight: fine. Reading v2 afterwards: fine.
+    assert!(check_read("n", &ops, Some(v1), at(25), at(26)).is_ok());
+    assert!(check_read("n", &ops, Some(v2), at(40), at(41)).is_ok());
+    // Not found after an acknowledged write and no delete: a lost write.
+    assert!(check_read("n", &ops, None, at(40), at(41)).is_err());
+    // Not found before anything was acknowledged: fine.
+    assert!(check_read("n", &ops, None, at(5), at(6)).is_ok());
+    // A version nobody wrote, or one read before its upload began.
+    let v3 = Version { thread: 2, seq: 9 };
+    assert!(check_read("n", &ops, Some(v3), at(40), at(41)).is_err());
+    assert!(check_read("n", &ops, Some(v2), at(12), at(15)).is_err());
+    // A delete after v2: not found is right, v2 is stale.
+    let mut with_delete = ops.clone();
+    with_delete.push(op(Kind::Delete, 35, 36, true));
+    assert!(check_read("n", &with_delete, None, at(40), at(41)).is_ok());
+    assert!(check_read("n", &with_delete, Some(v2), at(40), at(41)).is_err());
+    // A delete racing v2: either answer is possible.
+    let mut racing = ops.clone();
+    racing.push(op(Kind::Delete, 25, 28, true));
+    assert!(check_read("n", &racing, None, at(40), at(41)).is_ok());
+    assert!(check_read("n", &racing, Some(v2), at(40), at(41)).is_ok());
+    // Bodies: whole versions parse; torn or foreign ones do not.
+    let b = body("n", v1, 1000);
+    assert_eq!(parse_body("n", &b), Ok(v1));
+    assert!(parse_body("m", &b).is_err());
+    assert!(parse_body("n", &b[..999]).is_err());
+    let mut mixed = b.clone();
+    mixed[600..].copy_from_slice(&body("n", v2, 1000)[600..]);
+    assert!(parse_body("n", &mixed).is_err());
+}
+
+#[test]
+fn downloads_racing_overwrites_always_get_a_whole_version() {
+    // One writer overwrites a name that always exists while readers download it: every
+    // download must succeed with one whole version (old or new), never fail.
+    const WRITES: u32 = 120;
+    const READERS: u32 = 3;
+    let c = Cluster::start(2, 16);
+    let name = "ro/doc";
+    c.oss_stdin(
+        &["upload", name, "-"],
+        &body(name, Version { thread: 99, seq: 0 }, 5000),
+    )
+    .assert_ok("first upload");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (proxy, done) = (c.proxy_addr(), done.clone());
+            thread::spawn(move || {
+                let (mut reads, mut failures) = (0u32, Vec::new());
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let out = oss_at(
+                        &proxy,
+                        &["download", name, "-"],
+                        None,
+                        Duration::from_secs(60),
+                    );
+                    reads += 1;
+                    match classify(&out) {
+                        Outcome::Ok(b) => {
+                            if let Err(e) = parse_body(name, &b) {
+                                failures.push(e);
+                            }
+                        }
+                        Outcome::NotFound => failures.push("not found".into()),
+                        Outcome::Failed(m) => failures.push(m),
+                    }
+                }
+                (reads, failures)
+            })
+        })
+        .collect();
+    for seq in 1..=WRITES {
+        let len = 1000 + (seq as usize * 37) % 20_000;
+        c.oss_stdin(
+            &["upload", name, "-"],
+            &body(name, Version { thread: 0, seq }, len),
+        )
+        .assert_ok("overwrite");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut reads, mut failures) = (0, Vec::new());
+    for r in readers {
+        let (n, f) = r.join().unwrap();
+        reads += n;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {reads} downloads racing an overwrite failed; e.g.:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let last = c.download_bytes(name).unwrap();
+    assert_eq!(
+        parse_body(name, &last),
+        Ok(Version {
+            thread: 0,
+            seq: WRITES
+        })
+    );
 }

@@ -161,3 +161,66 @@ fn frozen_storage_server_does_not_block_reads() {
     );
     assert_all(&c, &files, "after SIGCONT");
 }
+
+#[test]
+fn proxy_restarts_after_a_server_was_declared_offline() {
+    let mut c = Cluster::start_with(ClusterConfig {
+        proxy_args: vec!["--offline-after".into(), "1s".into()],
+        ..ClusterConfig::new(3, 16)
+    });
+    let files = upload_set(&c, "off", 6);
+    let victim = c.storage[2].addr();
+    c.storage[2].kill();
+    wait_until(
+        Duration::from_secs(30),
+        "the killed server declared offline",
+        || matches!(c.server_state(victim).as_deref(), Some("Offline") | None),
+    );
+    // Whatever the proxy persisted while re-homing the dead server's partitions must load.
+    // (`--state` only: the ring no longer matches the first start's --disk list.)
+    c.proxy.kill();
+    c.proxy
+        .try_restart_with(&[])
+        .unwrap_or_else(|e| panic!("proxy restart after a server went offline: {e}"));
+    assert_all(&c, &files, "after a proxy restart with a server offline");
+    c.upload_bytes("off/new", b"written after the restart");
+    c.assert_content("off/new", b"written after the restart");
+}
+
+#[test]
+fn proxy_restarts_after_two_servers_went_offline_one_after_the_other() {
+    // A second server goes offline while the first one's partitions are being refilled
+    // (what `scripts/quickstart stop` used to do): the persisted state must still load.
+    let mut c = Cluster::start_with(ClusterConfig {
+        proxy_args: vec!["--offline-after".into(), "1s".into()],
+        ..ClusterConfig::new(4, 64)
+    });
+    let files = upload_set(&c, "two", 12);
+    let holders: Vec<Vec<usize>> = files
+        .iter()
+        .map(|(n, _)| c.find_replicas(n).into_iter().map(|(s, _)| s).collect())
+        .collect();
+    for victim in [0, 1] {
+        let addr = c.storage[victim].addr();
+        c.storage[victim].kill();
+        wait_until(
+            Duration::from_secs(30),
+            "the killed server declared offline",
+            || matches!(c.server_state(addr).as_deref(), Some("Offline") | None),
+        );
+    }
+    c.proxy.kill();
+    c.proxy
+        .try_restart_with(&[])
+        .unwrap_or_else(|e| panic!("proxy restart after two servers went offline: {e}"));
+    c.status_json();
+    // Files with a replica on a surviving server are still readable.
+    for ((name, data), h) in files.iter().zip(&holders) {
+        if h.iter().any(|&s| s >= 2) {
+            match c.download_bytes(name) {
+                Ok(got) => assert!(got == *data, "{name}: wrong bytes"),
+                Err(e) => panic!("{name} (replicas on {h:?}): {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! Socket-level tests: a real server on 127.0.0.1:0 spoken to through proto's Connection,
+//! and the binary's command-line contract.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use oss_proto::name::hex;
+use oss_proto::wire::{
+    Chunk, Connection, Error, ReplicaState, Response, StorageRequest, UploadTrailer, CHUNK,
+    LIST_PAGE,
+};
+use oss_proto::{ObjectMeta, ObjectName, WireError};
+use oss_storaged::{run, Config, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const T: Duration = Duration::from_secs(10);
+
+fn name(s: &str) -> ObjectName {
+    ObjectName::parse(s).unwrap()
+}
+
+fn part(n: &ObjectName) -> u32 {
+    n.partition(10)
+}
+
+fn md5(d: &[u8]) -> [u8; 16] {
+    Md5::digest(d).into()
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 13 + i / 997) as u8).collect()
+}
+
+fn obj_path(dir: &Path, n: &ObjectName) -> PathBuf {
+    dir.join("objects")
+        .join(format!("{:05}", part(n)))
+        .join(format!("{}.obj", hex(&n.digest())))
+}
+
+struct TestServer {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), oss_storaged::Error>>,
+}
+
+async fn start(dir: &Path) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut cfg = Config::new(dir);
+    cfg.audit_interval = None;
+    cfg.audit_rate = 0;
+    cfg.frame_timeout = Duration::from_secs(2);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, cfg, async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn connect(addr: &str) -> Connection {
+    Connection::connect(addr, T).await.unwrap()
+}
+
+async fn call(c: &mut Connection, req: StorageRequest) -> Result<Response, Error> {
+    c.write_header(&req).await?;
+    c.flush().await?;
+    c.read_response().await
+}
+
+/// Sends a Put with `body` in CHUNK frames and the trailer `md5_sent`.
+async fn put_with(
+    c: &mut Connection,
+    n: &ObjectName,
+    ts: u64,
+    size: Option<u64>,
+    body: &[u8],
+    md5_sent: [u8; 16],
+) -> Result<Response, Error> {
+    c.write_header(&StorageRequest::Put {
+        name: n.clone(),
+        part: part(n),
+        timestamp: ts,
+        size,
+    })
+    .await?;
+    for piece in body.chunks(CHUNK) {
+        c.write_data(piece).await?;
+    }
+    c.write_end().await?;
+    c.write_header(&UploadTrailer { md5: md5_sent }).await?;
+    c.flush().await?;
+    c.read_response().await
+}
+
+async fn put(c: &mut Connection, n: &ObjectName, ts: u64, body: &[u8]) -> ObjectMeta {
+    match put_with(c, n, ts, Some(body.len() as u64), body, md5(body)).await {
+        Ok(Response::Stored(m)) => m,
+        other => panic!("put {n}: {other:?}"),
+    }
+}
+
+/// A Get's answer: header, then the body, or the abort that ended it.
+async fn get(
+    c: &mut Connection,
+    n: &ObjectName,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<(ObjectMeta, Vec<u8>, Option<WireError>), Error> {
+    let resp = call(
+        c,
+        StorageRequest::Get {
+            name: n.clone(),
+            part: part(n),
+            offset,
+            len,
+            timestamp: None,
+        },
+    )
+    .await?;
+    let Response::Object {
+        meta, len: want, ..
+    } = resp
+    else {
+        panic!("{resp:?}")
+    };
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match c.read_chunk(&mut buf).await? {
+            Chunk::Data(k) => out.extend_from_slice(&buf[..k]),
+            Chunk::End => break,
+            Chunk::Abort(e) => return Ok((meta, out, Some(e))),
+        }
+    }
+    assert_eq!(out.len() as u64, want);
+    Ok((meta, out, None))
+}
+
+async fn tmp_is_empty(dir: &Path) -> bool {
+    // The temp file of a failed upload goes when its writer notices; allow it a moment.
+    for _ in 0..100 {
+        if std::fs::read_dir(dir.join("tmp")).unwrap().count() == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_requests_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2,001 objects stored before the server starts: the startup scan must find them all,
+    // and a listing pages them.
+    {
+        let (s, _) = Store::open(dir.path()).unwrap();
+        std::thread::scope(|sc| {
+            for t in 0..4 {
+                let s = &s;
+                sc.spawn(move || {
+                    for i in (t..=LIST_PAGE).step_by(4) {
+                        let n = name(&format!("many/f{i:05}"));
+                        s.put_bytes(&n, part(&n), 1, None, b"x", md5(b"x")).unwrap();
+                    }
+                });
+            }
+        });
+    }
+    let mut srv = start(dir.path()).await;
+    let mut c = connect(&srv.addr).await;
+
+    // Put, Get (whole and ranges), Head.
+    let n = name("alice/big");
+    let body = data(2 * (1 << 20) + 12345);
+    let meta = put(&mut c, &n, 100, &body).await;
+    assert_eq!(
+        (meta.size, meta.md5, meta.deleted),
+        (body.len() as u64, md5(&body), false)
+    );
+    let (m, got, abort) = get(&mut c, &n, 0, None).await.unwrap();
+    assert_eq!(m, meta);
+    assert!(abort.is_none());
+    assert!(got == body);
+    let (_, got, _) = get(&mut c, &n, 65530, Some(20)).await.unwrap();
+    assert_eq!(got, &body[65530..65550]);
+    let (_, got, _) = get(&mut c, &n, body.len() as u64 - 5, Some(100))
+        .await
+        .unwrap();
+    assert_eq!(got, &body[body.len() - 5..], "len is clamped to the object");
+    let e = call(
+        &mut c,
+        StorageRequest::Get {
+            name: n.clone(),
+            part: part(&n),
+            offset: body.len() as u64 + 1,
+            len: None,
+            timestamp: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Remote(WireError::BadRequest(_))), "{e}");
+    let e = call(
+        &mut c,
+        StorageRequest::Get {
+            name: n.clone(),
+            part: part(&n),
+            offset: 0,
+            len: None,
+            timestamp: Some(99),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::Remote(WireError::Stale { current: 100 })),
+        "{e}"
+    );
+    let head = call(
+        &mut c,
+        StorageRequest::Head {
+            name: n.clone(),
+            part: part(&n),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        head,
+        Response::Object {
+            meta: meta.clone(),
+            offset: 0,
+            len: 0
+        }
+    );
+
+    // Small objects and refusals keep the connection usable.
+    let small = name("alice/small");
+    put(&mut c, &small, 100, b"hello").await;
+    let e = put_with(&mut c, &small, 100, None, b"older", md5(b"older"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Remote(WireError::Stale { current: 100 })),
+        "{e}"
+    );
+    let e = put_with(&mut c, &small, 200, None, b"abc", md5(b"abd"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Remote(WireError::Md5Mismatch { .. })),
+        "{e}"
+    );
+    let e = put_with(&mut c, &small, 200, Some(2), b"abc", md5(b"abc"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Remote(WireError::BadRequest(_))), "{e}");
+    let big_lie = data(3 << 20);
+    let e = put_with(&mut c, &small, 200, Some(1 << 20), &big_lie, md5(&big_lie))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Remote(WireError::BadRequest(_))), "{e}");
+    let (_, got, _) = get(&mut c, &small, 0, None).await.unwrap();
+    assert_eq!(got, b"hello");
+    assert!(tmp_is_empty(dir.path()).await);
+
+    // Listings: one page for alice, two for the 2,001 objects of "many".
+    match call(
+        &mut c,
+        StorageRequest::ListUser {
+            user: "alice".into(),
+        },
+    )
+    .await
+    .unwrap()
+    {
+        Response::Listing { entries, more } => {
+            assert!(!more);
+            let names: Vec<_> = entries.iter().map(|m| m.name.as_str()).collect();
+            assert_eq!(names, ["alice/big", "alice/small"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let t0 = Instant::now();
+    c.write_header(&StorageRequest::ListUser {
+        user: "many".into(),
+    })
+    .await
+    .unwrap();
+    c.flush().await.unwrap();
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        match c.read_response().await.unwrap() {
+            Response::Listing { entries, more } => {
+                assert!(entries.len() <= LIST_PAGE);
+                all.extend(entries);
+                pages += 1;
+                if !more {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let took = t0.elapsed();
+    eprintln!("listing {} objects took {took:?}", all.len());
+    assert_eq!((all.len(), pages), (LIST_PAGE + 1, 2));
+    assert!(all.windows(2).all(|w| w[0].name < w[1].name));
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    match call(&mut c, StorageRequest::ListUsers).await.unwrap() {
+        Response::Users(u) => assert_eq!(u, ["alice", "many"]),
+        other => panic!("{other:?}"),
+    }
+
+    // Delete leaves a tombstone that Head shows and Get hides.
+    let d = call(
+        &mut c,
+        StorageRequest::Delete {
+            name: small.clone(),
+            part: part(&small),
+            timestamp: 300,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d, Response::Deleted { existed: true });
+    let e = get(&mut c, &small, 0, None).await.unwrap_err();
+    assert!(matches!(e, Error::Remote(WireError::NotFound)), "{e}");
+    match call(
+        &mut c,
+        StorageRequest::Head {
+            name: small.clone(),
+            part: part(&small),
+        },
+    )
+    .await
+    .unwrap()
+    {
+        Response::Object { meta, .. } => assert!(meta.deleted && meta.timestamp == 300),
+        other => panic!("{other:?}"),
+    }
+    let e = call(
+        &mut c,
+        StorageRequest::Head {
+            name: name("alice/none"),
+            part: part(&name("alice/none")),
+        },
+    )
+    .await;
+    assert!(matches!(e, Err(Error::Remote(WireError::NotFound))));
+
+    // A garbage frame closes only its own connection.
+    let mut bad = connect(&srv.addr).await;
+    bad.write_raw(&[0, 0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    bad.flush().await.unwrap();
+    assert!(matches!(
+        bad.read_response().await,
+        Err(Error::Remote(WireError::BadRequest(_)))
+    ));
+    assert!(
+        matches!(bad.read_header::<Response>().await, Ok(None) | Err(_)),
+        "closed"
+    );
+    let mut bad = connect(&srv.addr).await;
+    bad.write_raw(&[0, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    bad.flush().await.unwrap();
+    assert!(bad.read_response().await.is_err());
+    assert!(matches!(
+        call(&mut c, StorageRequest::Ping).await.unwrap(),
+        Response::Pong(_)
+    ));
+
+    // An upload aborted by its sender or cut off stores nothing and leaves no temp file.
+    let cut = name("alice/cut");
+    let mut a = connect(&srv.addr).await;
+    a.write_header(&StorageRequest::Put {
+        name: cut.clone(),
+        part: part(&cut),
+        timestamp: 1,
+        size: None,
+    })
+    .await
+    .unwrap();
+    a.write_data(&data(3 << 20)).await.unwrap();
+    a.write_abort(WireError::Unavailable("client went away".into()))
+        .await
+        .unwrap();
+    a.flush().await.unwrap();
+    assert!(matches!(
+        a.read_response().await,
+        Err(Error::Remote(WireError::BadRequest(_)))
+    ));
+    let mut a = connect(&srv.addr).await;
+    a.write_header(&StorageRequest::Put {
+        name: cut.clone(),
+        part: part(&cut),
+        timestamp: 1,
+        size: None,
+    })
+    .await
+    .unwrap();
+    a.write_data(&data(3 << 20)).await.unwrap();
+    a.flush().await.unwrap();
+    drop(a);
+    assert!(tmp_is_empty(dir.path()).await);
+    let e = call(
+        &mut c,
+        StorageRequest::Head {
+            name: cut.clone(),
+            part: part(&cut),
+        },
+    )
+    .await;
+    assert!(matches!(e, Err(Error::Remote(WireError::NotFound))));
+
+    // A rotten block: the Get aborts at that block, and the proxy learns the name.
+    let off = (1 << 20) + 3 * 65536 + 17;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(obj_path(dir.path(), &n))
+            .unwrap();
+        f.write_all_at(&[body[off] ^ 0x80], off as u64).unwrap();
+    }
+    let (_, got, abort) = get(&mut c, &n, 0, None).await.unwrap();
+    let want = format!("alice/big block at offset {}", (1 << 20) + 3 * 65536);
+    assert_eq!(abort, Some(WireError::Corrupt(want)));
+    assert!(got.len() <= (1 << 20) + 3 * 65536);
+    assert!(got == body[..got.len()]);
+    match call(&mut c, StorageRequest::TakeQuarantined).await.unwrap() {
+        Response::Quarantined(v) => assert_eq!(v, std::slice::from_ref(&n)),
+        other => panic!("{other:?}"),
+    }
+    match call(
+        &mut c,
+        StorageRequest::Check {
+            name: n.clone(),
+            part: part(&n),
+        },
+    )
+    .await
+    .unwrap()
+    {
+        Response::Checked(v) => assert_eq!(v, [(String::new(), ReplicaState::Missing)]),
+        other => panic!("{other:?}"),
+    }
+
+    // Ping, Audit, DropPartition.
+    match call(&mut c, StorageRequest::Ping).await.unwrap() {
+        Response::Pong(s) => {
+            assert_eq!(s.objects, LIST_PAGE as u64 + 1);
+            assert!(s.disk_total > 0 && s.disk_free > 0);
+            assert_eq!(s.audit.quarantined_total, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    match call(&mut c, StorageRequest::Audit).await.unwrap() {
+        Response::Audited(s) => {
+            assert_eq!((s.passes, s.last_pass_objects), (1, LIST_PAGE as u64 + 1))
+        }
+        other => panic!("{other:?}"),
+    }
+    // The tombstone of alice/small (timestamp 300 µs after the epoch) was older than a week.
+    let e = call(
+        &mut c,
+        StorageRequest::Head {
+            name: small.clone(),
+            part: part(&small),
+        },
+    )
+    .await;
+    assert!(
+        matches!(e, Err(Error::Remote(WireError::NotFound))),
+        "reclaimed: {e:?}"
+    );
+    let p = part(&name("many/f00000"));
+    assert_eq!(
+        call(&mut c, StorageRequest::DropPartition { part: p })
+            .await
+            .unwrap(),
+        Response::Ok
+    );
+    match call(&mut c, StorageRequest::ListPartition { part: p })
+        .await
+        .unwrap()
+    {
+        Response::Listing { entries, more } => assert!(entries.is_empty() && !more),
+        other => panic!("{other:?}"),
+    }
+
+    // Shutdown: idle connections close, run returns.
+    srv.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(T, &mut srv.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        c.read_header::<Response>().await,
+        Ok(None) | Err(_)
+    ));
+}
+
+/// The binary: the announced line, a clean exit on SIGTERM, and a one-line error otherwise.
+#[test]
+fn binary_contract() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let exe = env!("CARGO_BIN_EXE_oss-storaged");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(exe)
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("oss-storaged listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .trim()
+        .to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = connect(&addr).await;
+        assert!(matches!(
+            call(&mut c, StorageRequest::Ping).await.unwrap(),
+            Response::Pong(_)
+        ));
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(dir.path().join("FORMAT").exists());
+
+    // A data directory that cannot be created.
+    let out = Command::new(exe)
+        .args(["--listen", "127.0.0.1:0", "--data", "/proc/oss-no-such-dir"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("data directory"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    // An address in use.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(exe)
+        .args([
+            "--listen",
+            &busy.local_addr().unwrap().to_string(),
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on"), "{err}");
+}
+
+/// Rough throughput numbers: `cargo test -p oss-storaged --release --test socket -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let srv = start(dir.path()).await;
+    let mut c = connect(&srv.addr).await;
+
+    // One 1 GiB Put streamed in CHUNK frames, MD5 computed on the way like a client does.
+    let n = name("bench/big");
+    let size: u64 = 1 << 30;
+    let piece = data(CHUNK);
+    let t = Instant::now();
+    c.write_header(&StorageRequest::Put {
+        name: n.clone(),
+        part: part(&n),
+        timestamp: 1,
+        size: Some(size),
+    })
+    .await
+    .unwrap();
+    let mut m = Md5::new();
+    for _ in 0..size / CHUNK as u64 {
+        m.update(&piece);
+        c.write_data(&piece).await.unwrap();
+    }
+    c.write_end().await.unwrap();
+    c.write_header(&UploadTrailer {
+        md5: m.finalize().into(),
+    })
+    .await
+    .unwrap();
+    c.flush().await.unwrap();
+    assert!(matches!(
+        c.read_response().await.unwrap(),
+        Response::Stored(_)
+    ));
+    let s = t.elapsed().as_secs_f64();
+    eprintln!("1 GiB put: {:.2} s, {:.0} MB/s", s, size as f64 / s / 1e6);
+
+    let t = Instant::now();
+    let (_, got, abort) = get(&mut c, &n, 0, None).await.unwrap();
+    assert!(abort.is_none() && got.len() as u64 == size);
+    drop(got);
+    let s = t.elapsed().as_secs_f64();
+    eprintln!("1 GiB get: {:.2} s, {:.0} MB/s", s, size as f64 / s / 1e6);
+
+    // Small Puts and Gets: 8 connections in parallel.
+    let body = data(4096);
+    for (what, total) in [("4 KiB puts", 2000u64), ("4 KiB gets", 20000)] {
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..8u64 {
+            let addr = srv.addr.clone();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = connect(&addr).await;
+                for i in 0..total / 8 {
+                    let n = name(&format!("bench/s{w}-{}", i % 250));
+                    if what.contains("put") {
+                        put(&mut c, &n, 10 + i, &body).await;
+                    } else {
+                        let (_, got, _) = get(&mut c, &n, 0, None).await.unwrap();
+                        assert_eq!(got.len(), 4096);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("{what}: {:.0}/s", total as f64 / s);
+    }
+}
