@@ -533,3 +533,44 @@ impl tokio::io::AsyncRead for PieceReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn reader() -> (tokio::sync::mpsc::Sender<Piece>, PieceReader) {
+        let (tx, rx) = tokio::sync::mpsc::channel(LIVE_QUEUE);
+        let r = PieceReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        (tx, r)
+    }
+
+    #[tokio::test]
+    async fn live_upload_input_ends_only_at_end() {
+        let (tx, mut r) = reader();
+        tx.send(Piece::Data(b"abc".to_vec())).await.unwrap();
+        tx.send(Piece::Data(b"def".to_vec())).await.unwrap();
+        tx.send(Piece::End).await.unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn abandoned_live_upload_is_an_error_not_a_short_file() {
+        let (tx, mut r) = reader();
+        tx.send(Piece::Data(b"abc".to_vec())).await.unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).await.unwrap_err();
+        assert!(!matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof
+        ));
+    }
+}

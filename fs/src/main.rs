@@ -62,7 +62,8 @@ fn main() {
     }
     let opts = MountOptions {
         proxy: args.proxy.clone(),
-        mountpoint: args.mountpoint.clone(),
+        // Absolute, so the daemon can leave the working directory it was started in.
+        mountpoint: std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|e| fail(e)),
         cache_dir,
         ttl: Duration::from_millis(args.ttl_ms),
         threads: args.threads,
@@ -94,6 +95,8 @@ fn daemonize(opts: &MountOptions, shown: &str) -> ! {
             unsafe {
                 libc::close(fds[0]);
                 libc::setsid();
+                // Don't keep the caller's directory busy (it could not be unmounted).
+                libc::chdir(c"/".as_ptr());
             }
             // Closed as soon as the mount is ready, so the parent's read ends.
             let mut tx = Some(unsafe { std::fs::File::from_raw_fd(fds[1]) });

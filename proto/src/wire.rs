@@ -42,7 +42,7 @@ pub const MAGIC: [u8; 4] = *b"oss1";
 pub const MAX_HEADER: u32 = 4 << 20;
 /// Largest data frame: big enough to amortize framing, small enough to bound memory.
 pub const MAX_CHUNK: u32 = 1 << 20;
-/// Size of the data frames that senders produce (matches the storage block size).
+/// Size of the data frames that senders produce (four 64 KiB storage blocks).
 pub const CHUNK: usize = 256 << 10;
 /// Socket buffer size on each side of a connection.
 const IO_BUF: usize = 256 << 10;

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The object failed verification (and was quarantined).
     #[error("corrupted: {0}")]
     Corrupt(String),
+    /// Not enough free space for an upload of announced size.
+    #[error("disk full: {needed} bytes announced, {free} free")]
+    DiskFull { needed: u64, free: u64 },
     /// The data directory is missing, has an unknown format, or is not usable.
     #[error("{0}")]
     Unusable(String),
@@ -42,6 +45,7 @@ impl StoreError {
     /// True for "no space left" (and quota exhaustion, which looks the same to a client).
     pub fn is_disk_full(&self) -> bool {
         match self {
+            StoreError::DiskFull { .. } => true,
             StoreError::Io { source, .. } => is_disk_full(source),
             _ => false,
         }
@@ -64,6 +68,7 @@ impl From<StoreError> for WireError {
             }
             StoreError::BadRequest(s) => WireError::BadRequest(s),
             StoreError::Corrupt(s) => WireError::Corrupt(s),
+            StoreError::DiskFull { .. } => WireError::DiskFull,
             StoreError::Unusable(s) => WireError::Unavailable(s),
             ref e @ StoreError::Io { ref source, .. } => {
                 if is_disk_full(source) {

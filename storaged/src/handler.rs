@@ -313,6 +313,15 @@ async fn put(
     let mut refusal: Option<StoreError> = Store::check_part(&name, part)
         .and_then(|()| ctx.store.check_newer(&name, ts))
         .err();
+    // A large upload that cannot fit is refused before it fills the disk (the writes would
+    // fail with ENOSPC anyway, later, and starve everyone else meanwhile).
+    if let (None, Some(n)) = (&refusal, size.filter(|&n| n >= SPOOL as u64)) {
+        if let Ok((_, free)) = ctx.store.disk_space() {
+            if free < n {
+                refusal = Some(StoreError::DiskFull { needed: n, free });
+            }
+        }
+    }
     let mut spool: Option<Spool> = None;
     let mut acc: Vec<u8> = Vec::new();
     let mut frame: Vec<u8> = Vec::new();

@@ -653,3 +653,26 @@ async fn bench() {
         eprintln!("{what}: {:.0}/s", total as f64 / s);
     }
 }
+
+/// A full disk answers DiskFull and leaves nothing behind. Needs a small filesystem, e.g.
+/// `mount -t tmpfs -o size=4m tmpfs /tmp/smallfs`, then
+/// `OSS_SMALL_FS=/tmp/smallfs cargo test -p oss-storaged --test socket -- --ignored disk_full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn disk_full() {
+    let root = std::env::var("OSS_SMALL_FS").expect("OSS_SMALL_FS names a small filesystem");
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let srv = start(dir.path()).await;
+    let mut c = connect(&srv.addr).await;
+    let n = name("alice/huge");
+    let body = data(8 << 20);
+    // Announced: refused up front. Unannounced: refused when the writes fail.
+    for size in [Some(body.len() as u64), None] {
+        let e = put_with(&mut c, &n, 1, size, &body, md5(&body))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Remote(WireError::DiskFull)), "{e}");
+    }
+    assert!(tmp_is_empty(dir.path()).await);
+    put(&mut c, &name("alice/small"), 1, b"still works").await;
+}

@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! DIR/FORMAT                          "oss-storaged 1\n" (15 bytes); any other content: refuse
+//! DIR/LOCK                            empty; flock()ed while a server uses the directory
 //! DIR/objects/PPPPP/<md5hex>.obj      one file per object name: its latest state
 //! DIR/tmp/                            writes in progress; emptied on every start
-//! DIR/quarantine/<md5hex>-<ts>-<n>.obj   files that failed a check, kept for inspection
+//! DIR/quarantine/<md5hex>-<µs>-<n>.obj   files that failed a check, kept for inspection
+//!                                     (<µs>: when quarantined; <n>: a per-process counter)
 //! ```
 //!
 //! `PPPPP` is the partition the proxy names in the request, in decimal, zero-padded to at
@@ -128,6 +130,9 @@ pub enum AuditOutcome {
 }
 
 pub struct Store {
+    /// Held for the store's life: a second server on the same directory would empty the
+    /// first one's `tmp/` and race its renames.
+    _lock: nix::fcntl::Flock<File>,
     root: PathBuf,
     objects: PathBuf,
     tmp: PathBuf,
@@ -174,7 +179,16 @@ impl Store {
             }
             Err(e) => return Err(unusable("cannot read FORMAT", e)),
         }
+        let lock =
+            File::create(root.join("LOCK")).map_err(|e| unusable("cannot create LOCK", e))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| {
+                StoreError::Unusable(format!(
+                    "data directory {shown} is in use by another oss-storaged ({errno})"
+                ))
+            })?;
         let store = Store {
+            _lock: lock,
             objects: root.join("objects"),
             tmp: root.join("tmp"),
             quarantine_dir: root.join("quarantine"),

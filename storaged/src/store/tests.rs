@@ -78,6 +78,19 @@ fn round_trips_at_edge_sizes() {
 }
 
 #[test]
+fn a_directory_serves_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(e, StoreError::Unusable(ref m) if m.contains("in use")),
+        "{e}"
+    );
+    drop(s);
+    drop(open(dir.path()));
+}
+
+#[test]
 fn format_file_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
@@ -245,6 +258,7 @@ fn torn_files_are_quarantined_never_served() {
     let (s, report) = Store::open(dir.path()).unwrap();
     assert_eq!(report.quarantined.len(), 1);
     assert!(s.lookup(&n).is_none());
+    drop(s);
     // The intact file is accepted again.
     fs::write(&path, &whole).unwrap();
     let s = open(dir.path());

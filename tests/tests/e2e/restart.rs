@@ -193,26 +193,36 @@ fn proxy_restarts_after_two_servers_went_offline_one_after_the_other() {
     // (what `scripts/quickstart stop` used to do): the persisted state must still load.
     let mut c = Cluster::start_with(ClusterConfig {
         proxy_args: vec!["--offline-after".into(), "1s".into()],
-        ..ClusterConfig::new(4, 64)
+        ..ClusterConfig::new(4, 1024)
     });
     let files = upload_set(&c, "two", 12);
     let holders: Vec<Vec<usize>> = files
         .iter()
         .map(|(n, _)| c.find_replicas(n).into_iter().map(|(s, _)| s).collect())
         .collect();
-    for victim in [0, 1] {
-        let addr = c.storage[victim].addr();
-        c.storage[victim].kill();
-        wait_until(
-            Duration::from_secs(30),
-            "the killed server declared offline",
-            || matches!(c.server_state(addr).as_deref(), Some("Offline") | None),
-        );
+    let first = c.storage[0].addr();
+    c.storage[0].kill();
+    wait_until(Duration::from_secs(30), "server 0 declared offline", || {
+        matches!(c.server_state(first).as_deref(), Some("Offline") | None)
+    });
+    // At once, while server 0's partitions are being refilled.
+    let second = c.storage[1].addr();
+    c.storage[1].kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut second_state = c.server_state(second);
+    while !matches!(second_state.as_deref(), Some("Offline") | None) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        second_state = c.server_state(second);
     }
+    // Whatever it persisted meanwhile must load.
     c.proxy.kill();
     c.proxy
         .try_restart_with(&[])
         .unwrap_or_else(|e| panic!("proxy restart after two servers went offline: {e}"));
+    assert!(
+        matches!(second_state.as_deref(), Some("Offline") | None),
+        "server 1 was never declared offline (state {second_state:?} after 20 s)"
+    );
     c.status_json();
     // Files with a replica on a surviving server are still readable.
     for ((name, data), h) in files.iter().zip(&holders) {
