@@ -1,0 +1,1083 @@
+#!/usr/bin/env python3
+"""The body of scripts/bench: starts local clusters, measures, prints one table.
+
+Every figure is measured next to its baseline in the same run, on the same disk, because the
+machines are shared and noisy: only ratios are worth comparing between runs. Standard library
+only. Run it through scripts/bench (which builds and copies the binaries into WORK/bin and
+cleans up after a crash of this script); its usage text lists the sections and knobs.
+
+Units: MB/s is 10^6 bytes per second (as dd prints it); memory is MiB (2^20 bytes).
+"""
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+MiB = 1 << 20
+MB = 1e6
+
+# OpenStack Swift 2.30 on this machine type (issue 2): 4 KiB objects at concurrency 16, and a
+# 256 MiB object.
+SWIFT = {"upload": 134.0, "download": 441.0, "delete": 120.0, "big_up": 151.0, "big_down": 275.0}
+
+ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse"]
+
+
+class SectionSkipped(Exception):
+    """The section cannot run here (e.g. no FUSE); reported as `skipped: reason`."""
+
+
+class CmdFailed(Exception):
+    pass
+
+
+def env_num(name, full, quick, quick_mode, kind=int):
+    v = os.environ.get(name)
+    if v is not None and v.strip() != "":
+        return kind(v)
+    return quick if quick_mode else full
+
+
+class Config:
+    def __init__(self):
+        self.quick = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
+        q = self.quick
+        self.big_mb = env_num("BENCH_BIG_MB", 1024, 64, q)
+        self.small_objects = env_num("BENCH_SMALL_OBJECTS", 2000, 200, q)
+        self.small_size = env_num("BENCH_SMALL_SIZE", 4096, 4096, q)
+        conc = os.environ.get("BENCH_CONCURRENCY", "1,16")
+        self.concurrency = [int(c) for c in conc.split(",") if c.strip()]
+        self.huge_mb = env_num("BENCH_HUGE_MB", 2048, 256, q)
+        self.rebal_mb = env_num("BENCH_REBAL_MB", 512, 64, q)
+        self.heal_mb = env_num("BENCH_HEAL_MB", 512, 64, q)
+        self.obj_mb = env_num("BENCH_OBJ_MB", 4, 4, q)
+        self.ls_files = env_num("BENCH_LS_FILES", 10000, 2000, q)
+        self.repeat = max(1, env_num("BENCH_REPEAT", 1, 3, q))
+
+    def as_dict(self):
+        return dict(self.__dict__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Runner:
+    """Starts and times processes; remembers every long-running one so it can be stopped."""
+
+    def __init__(self, work):
+        self.work = work
+        self.bin = os.path.join(work, "bin")
+        self.logs = os.path.join(work, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.daemons = []  # Popen objects still to be stopped
+        self.mounts = []  # (mountpoint, Popen)
+        self.seq = itertools.count()
+
+    def exe(self, name):
+        return os.path.join(self.bin, name)
+
+    def _note_pid(self, pid):
+        with open(os.path.join(self.work, "pids"), "a") as f:
+            f.write(f"{pid}\n")
+
+    def spawn(self, name, argv):
+        """A daemon with stdout and stderr in WORK/logs/NAME.{out,err}."""
+        out = open(os.path.join(self.logs, f"{name}.out"), "wb")
+        err = open(os.path.join(self.logs, f"{name}.err"), "wb")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        out.close()
+        err.close()
+        p.bench_name = name
+        self._note_pid(p.pid)
+        self.daemons.append(p)
+        return p
+
+    def wait_line(self, p, stream, pattern, timeout=30.0):
+        """Waits for a line matching `pattern` in the daemon's log; returns the match."""
+        path = os.path.join(self.logs, f"{p.bench_name}.{stream}")
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            m = rx.search(text)
+            if m:
+                return m
+            if p.poll() is not None:
+                raise CmdFailed(f"{p.bench_name} exited ({p.returncode}) during start-up: "
+                                f"{self.tail(p)}")
+            if time.monotonic() > deadline:
+                raise CmdFailed(f"{p.bench_name}: no '{pattern}' within {timeout:.0f}s: {self.tail(p)}")
+            time.sleep(0.02)
+
+    def tail(self, p, n=3):
+        path = os.path.join(self.logs, f"{p.bench_name}.err")
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").strip().splitlines()
+            return " | ".join(lines[-n:]) or "(no stderr)"
+        except OSError:
+            return "(no log)"
+
+    def stop(self, p, timeout=5.0, sig=signal.SIGTERM):
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p in self.daemons:
+            self.daemons.remove(p)
+
+    def stop_all(self):
+        for mnt, p in list(self.mounts):
+            self.unmount(mnt, p)
+        for p in list(reversed(self.daemons)):
+            self.stop(p, timeout=3.0)
+
+    def unmount(self, mnt, p):
+        """SIGTERM lets ossfs upload what is dirty and unmount; then force what is left."""
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if mnt in mounted_paths():
+            subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL, check=False)
+        if (mnt, p) in self.mounts:
+            self.mounts.remove((mnt, p))
+        if p in self.daemons:
+            self.daemons.remove(p)
+
+    def run(self, argv, stdout=None, timeout=None, check=True, stdin=None):
+        """Runs a command to its end: (wall seconds, peak RSS in bytes, exit code).
+
+        `stdout` is a path (written), None (discarded). Wall time includes process start-up,
+        as a user would see it. The peak RSS comes from wait4's rusage of the child.
+        """
+        k = next(self.seq)
+        errpath = os.path.join(self.logs, f"cmd-{k}.err")
+        out = open(stdout, "wb") if stdout else subprocess.DEVNULL
+        inp = open(stdin, "rb") if stdin else subprocess.DEVNULL
+        err = open(errpath, "wb")
+        killer = None
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err)
+        self._note_pid(p.pid)
+        timed_out = []
+        if timeout:
+            def kill():
+                timed_out.append(True)
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            killer = threading.Timer(timeout, kill)
+            killer.daemon = True
+            killer.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:
+            p.kill()
+            raise
+        finally:
+            if killer:
+                killer.cancel()
+        dt = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        for f in (out, inp):
+            if f is not subprocess.DEVNULL:
+                f.close()
+        err.close()
+        if timed_out:
+            raise CmdFailed(f"timed out after {timeout:.0f}s: {show(argv)}")
+        if check and p.returncode != 0:
+            with open(errpath, "rb") as f:
+                msg = f.read().decode("utf-8", "replace").strip().splitlines()
+            raise CmdFailed(f"exit {p.returncode}: {show(argv)}: {' | '.join(msg[-3:])}")
+        return dt, ru.ru_maxrss * 1024, p.returncode
+
+
+def mounted_paths():
+    with open("/proc/mounts") as f:
+        return {line.split()[1] for line in f}
+
+
+def vm_hwm(pid):
+    """Peak resident set size (bytes) of a running process."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise CmdFailed(f"no VmHWM for pid {pid}")
+
+
+SHOW_SUBST = []  # (long, short) replacements that keep printed commands readable
+
+
+def show(argv):
+    s = " ".join(shlex.quote(str(a)) for a in argv)
+    for long, short in SHOW_SUBST:
+        s = s.replace(long, short)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# A cluster on loopback
+
+
+class Cluster:
+    def __init__(self, r, name, servers=4, spare=0, proxy_args=()):
+        self.r = r
+        self.name = name
+        self.dir = os.path.join(r.work, name)
+        self.storage = []  # [Popen, addr, datadir]
+        os.makedirs(self.dir)
+        for i in range(servers + spare):
+            data = os.path.join(self.dir, f"data-{i}")
+            os.makedirs(data)
+            p = r.spawn(f"{name}-storaged-{i}",
+                        [r.exe("oss-storaged"), "--listen", "127.0.0.1:0", "--data", data])
+            addr = r.wait_line(p, "out", r"listening on (\S+)").group(1)
+            self.storage.append([p, addr, data])
+        disks = []
+        for _, addr, _ in self.storage[:servers]:
+            disks += ["--disk", addr]
+        self.proxy = r.spawn(f"{name}-proxy",
+                             [r.exe("oss-proxy"), "--listen", "127.0.0.1:0",
+                              "--state", os.path.join(self.dir, "proxy"),
+                              "--partitions", "1024", "--replicas", "2", *disks, *proxy_args])
+        self.addr = r.wait_line(self.proxy, "out", r"listening on (\S+)").group(1)
+        SHOW_SUBST.append((self.addr, "$P"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.status()
+                break
+            except CmdFailed:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def oss(self, *args):
+        return [self.r.exe("oss"), "--proxy", self.addr, *map(str, args)]
+
+    def status(self):
+        path = os.path.join(self.dir, "status.json")
+        self.r.run(self.oss("status", "--json"), stdout=path, timeout=30)
+        with open(path) as f:
+            return json.load(f)
+
+    def bench(self, *args, timeout=3600):
+        """`oss bench ... --json`: (parsed result, command)."""
+        argv = self.oss("bench", *args, "--json")
+        path = os.path.join(self.dir, "bench.json")
+        self.r.run(argv, stdout=path, timeout=timeout)
+        with open(path) as f:
+            return json.loads(f.read().strip().splitlines()[-1]), argv
+
+    def stop(self):
+        self.r.stop(self.proxy)
+        for p, _, _ in self.storage:
+            self.r.stop(p)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def obj_files(datadir):
+    """{relative path: size} of the .obj files under a storage server's data dir."""
+    out = {}
+    root = os.path.join(datadir, "objects")
+    for dirpath, _, files in os.walk(root):
+        for fn in files:
+            if fn.endswith(".obj"):
+                p = os.path.join(dirpath, fn)
+                try:
+                    out[os.path.relpath(p, root)] = os.path.getsize(p)
+                except OSError:
+                    pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+
+
+def make_random_file(path, size):
+    """`size` bytes that neither repeat nor compress, fsynced so that later timings do not pay
+    for its write-back. Built from a 16 MiB random block with a counter in every MiB."""
+    block = bytearray(os.urandom(16 * MiB))
+    with open(path, "wb") as f:
+        done, i = 0, 0
+        while done < size:
+            n = min(MiB, size - done)
+            off = (i % 16) * MiB
+            chunk = block[off:off + n]
+            chunk[:8] = i.to_bytes(8, "little")
+            f.write(chunk)
+            done += n
+            i += 1
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def durable_creates(dirpath, n, conc, size):
+    """Creates/s of `size`-byte files the durable way (write, fsync, rename, fsync dir) with
+    `conc` threads (the GIL is released in every syscall) into one directory."""
+    os.makedirs(dirpath)
+    data = os.urandom(size)
+    counter = itertools.count()
+    errors = []
+
+    def worker():
+        dfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            while True:
+                i = next(counter)
+                if i >= n:
+                    return
+                tmp = os.path.join(dirpath, f".tmp-{i}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, os.path.join(dirpath, f"{i:07d}.obj"))
+                os.fsync(dfd)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            os.close(dfd)
+
+    threads = [threading.Thread(target=worker) for _ in range(conc)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    shutil.rmtree(dirpath)
+    if errors:
+        raise CmdFailed(f"durable-create baseline: {errors[0]}")
+    return n / dt
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench
+
+
+class Bench:
+    def __init__(self, root, work, out, sections):
+        self.root = root
+        self.work = work
+        self.out = out
+        self.sections = sections
+        self.cfg = Config()
+        self.r = Runner(work)
+        self.rows = []
+        self.notes = []
+        self.status = {}  # section -> "ok" | "failed: ..." | "skipped: ..."
+        self.extra = {}  # section -> details kept in the JSON only
+        self._big_src = None
+        self._dd = None  # (MB/s, command)
+        self.section = None
+        SHOW_SUBST.extend([(os.path.join(work, "bin") + "/", ""), (work, "$W")])
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def row(self, what, ours, unit, cmd, baseline=None, base_what=None, base_cmd=None,
+            target=None, ratio=None, note=None):
+        """One line of the table.
+
+        target: None (information only), or (kind, value, text) with kind in
+        'ratio>=', 'ratio<=', '>=', '<', '<=', '==' applied to the ratio or to `ours`.
+        """
+        if ratio is None and baseline:
+            ratio = ours / baseline if ours is not None else None
+        met = None
+        if target is not None and ours is not None:
+            kind, val, _ = target
+            x = ratio if kind.startswith("ratio") else ours
+            op = kind.replace("ratio", "")
+            if x is not None:
+                met = {">=": x >= val, "<=": x <= val, "<": x < val, "==": x == val}[op]
+        self.rows.append({
+            "section": self.section, "what": what, "ours": ours, "unit": unit,
+            "baseline": baseline, "baseline_what": base_what, "ratio": ratio,
+            "target": target[2] if target else "info", "met": met,
+            "command": show(cmd) if isinstance(cmd, list) else cmd,
+            "baseline_command": show(base_cmd) if isinstance(base_cmd, list) else base_cmd,
+            "note": note,
+        })
+
+    def say(self, msg):
+        print(f"bench[{self.section}]: {msg}", file=sys.stderr, flush=True)
+
+    def best(self, f):
+        """Best of BENCH_REPEAT runs of f() -> (value, ...), highest value wins."""
+        results = [f() for _ in range(self.cfg.repeat)]
+        return max(results, key=lambda t: t[0])
+
+    # -- shared inputs ---------------------------------------------------------------------
+
+    def big_src(self):
+        if self._big_src is None:
+            path = os.path.join(self.work, "big.src")
+            self.say(f"writing a {self.cfg.big_mb} MiB random source file")
+            make_random_file(path, self.cfg.big_mb * MiB)
+            self._big_src = path
+        return self._big_src
+
+    def dd_once(self):
+        src = self.big_src()
+        dst = os.path.join(self.work, "dd.out")
+        argv = ["dd", f"if={src}", f"of={dst}", "bs=1M", "conv=fsync", "status=none"]
+        os.sync()
+        dt, _, _ = self.r.run(argv)
+        os.unlink(dst)
+        return os.path.getsize(src) / MB / dt, argv
+
+    def dd_rate(self):
+        """Raw durable write throughput of the disk: dd of the big source with fsync."""
+        if self._dd is None:
+            self._dd = self.best(self.dd_once)
+        return self._dd
+
+    # -- sections --------------------------------------------------------------------------
+
+    def sec_big(self):
+        c = Cluster(self.r, "big")
+        try:
+            src = self.big_src()
+            size = os.path.getsize(src)
+            name = "bench/big"
+            up_argv = c.oss("upload", name, src)
+            down_argv = c.oss("download", name, "-")
+            file_out = os.path.join(self.work, "big.out")
+            down_file_argv = c.oss("download", name, file_out)
+            md5_argv = ["md5sum", src]
+            dd, up, md5, down, down_file = [], [], [], [], []
+            # Pairs interleaved, so a burst of load from others hits both sides alike.
+            for _ in range(self.cfg.repeat):
+                dd.append(self.dd_once()[0])
+                os.sync()
+                up.append(size / MB / self.r.run(up_argv)[0])
+                md5.append(size / MB / self.r.run(md5_argv)[0])
+                down.append(size / MB / self.r.run(down_argv)[0])
+                down_file.append(size / MB / self.r.run(down_file_argv)[0])
+                os.unlink(file_out)
+            dd_argv = self.dd_once()[1] if False else ["dd", f"if={src}", f"of={self.work}/dd.out",
+                                                       "bs=1M", "conv=fsync"]
+            self._dd = (max(dd), dd_argv)
+            mb = size / MiB
+            self.row(f"upload 1 object of {mb:.0f} MiB (MB/s)", max(up), "MB/s", up_argv,
+                     max(dd), "dd conv=fsync, same bytes, same disk", dd_argv,
+                     ("ratio>=", 0.48, "≥ 0.48 × dd"),
+                     note="2 replicas on one disk: 0.50 is the ceiling")
+            self.row(f"download {mb:.0f} MiB to stdout, MD5 checked (MB/s)", max(down), "MB/s",
+                     down_argv + [">/dev/null"], max(md5), "md5sum of the same file", md5_argv,
+                     ("ratio>=", 0.80, "≥ 0.80 × md5sum"),
+                     note="warm page cache on both sides")
+            self.row(f"download {mb:.0f} MiB to a file (temp, fsync, rename) (MB/s)",
+                     max(down_file), "MB/s", down_file_argv, max(md5), "md5sum of the same file",
+                     md5_argv, None, note="also writes and fsyncs the copy; information only")
+            self.row("upload vs Swift 2.30 (256 MiB) (MB/s)", max(up), "MB/s", up_argv,
+                     SWIFT["big_up"], "Swift 2.30, 256 MiB, same machine type",
+                     "issue 2 (measured once)")
+            self.row("download vs Swift 2.30 (256 MiB) (MB/s)", max(down), "MB/s",
+                     down_argv + [">/dev/null"], SWIFT["big_down"],
+                     "Swift 2.30, 256 MiB, same machine type", "issue 2 (measured once)")
+            self.extra["big"] = {"bytes": size, "dd_MBps": dd, "upload_MBps": up,
+                                 "md5sum_MBps": md5, "download_stdout_MBps": down,
+                                 "download_file_MBps": down_file}
+        finally:
+            c.stop()
+
+    def sec_small(self):
+        cfg = self.cfg
+        n, size = cfg.small_objects, cfg.small_size
+        c = Cluster(self.r, "small")
+        try:
+            details = {}
+            for conc in cfg.concurrency:
+                base_dir = os.path.join(self.work, f"creates-{conc}")
+                creates = []
+                runs = []
+                for k in range(cfg.repeat):
+                    os.sync()
+                    creates.append(durable_creates(base_dir, n, conc, size))
+                    os.sync()
+                    res, argv = c.bench("--objects", n, "--size", size, "--concurrency", conc,
+                                        "--user", f"small-c{conc}-{k}",
+                                        "--phases", "upload,download,delete")
+                    runs.append(res)
+                base = max(creates)
+                ph = {p: max(r["phases"][p]["ops_per_s"] for r in runs)
+                      for p in ("upload", "download", "delete")}
+                shown = [a if not str(a).startswith("small-c") else f"small-c{conc}" for a in argv]
+                base_cmd = (f"scripts/bench.d/bench.py durable_creates: {n} × {size} B, "
+                            f"{conc} threads, one dir: open, write, fsync, rename, fsync dir")
+                self.row(f"{size} B uploads/s, c={conc}", ph["upload"], "/s", shown, base,
+                         f"durable creates/s, c={conc}", base_cmd,
+                         ("ratio>=", 0.40, "≥ 0.40 × creates (80% of half)"))
+                sw = conc == 16
+                self.row(f"{size} B uploads/s vs Swift, c={conc}", ph["upload"], "/s", shown,
+                         SWIFT["upload"], "Swift 2.30 uploads/s, c=16", "issue 2 (measured once)")
+                self.row(f"{size} B downloads/s, c={conc}", ph["download"], "/s", shown,
+                         SWIFT["download"], "Swift 2.30 downloads/s, c=16",
+                         "issue 2 (measured once)",
+                         ("ratio>=", 10.0, "≥ 10 × Swift") if sw else None,
+                         note=None if sw else "Swift was measured at c=16; information only")
+                self.row(f"{size} B deletes/s, c={conc}", ph["delete"], "/s", shown,
+                         SWIFT["delete"], "Swift 2.30 deletes/s, c=16", "issue 2 (measured once)",
+                         ("ratio>=", 10.0, "≥ 10 × Swift") if sw else None,
+                         note=None if sw else "Swift was measured at c=16; information only")
+                details[f"c{conc}"] = {"durable_creates_per_s": creates, "bench": runs}
+            self.extra["small"] = details
+        finally:
+            c.stop()
+
+    def sec_list(self):
+        cfg = self.cfg
+        n, size = cfg.small_objects, cfg.small_size
+        c = Cluster(self.r, "list")
+        try:
+            user = "listbench"
+            self.say(f"uploading {n} objects of {size} B")
+            c.bench("--objects", n, "--size", size, "--concurrency", 16, "--user", user,
+                    "--phases", "upload", "--keep")
+            runs = max(5, cfg.repeat)
+            inproc, argv = [], None
+            for _ in range(runs):
+                res, argv = c.bench("--objects", n, "--size", size, "--user", user,
+                                    "--phases", "list")
+                ph = res["phases"]["list"]
+                if ph.get("entries") != n:
+                    raise CmdFailed(f"list phase saw {ph.get('entries')} entries, expected {n}")
+                inproc.append(ph["ms"])
+            # Baseline: `ls -l` of a local directory holding as many files.
+            plain = os.path.join(self.work, "ls-plain")
+            os.makedirs(plain)
+            for i in range(n):
+                with open(os.path.join(plain, f"bench-{i:06d}"), "wb") as f:
+                    f.write(b"x")
+            ls_argv = ["ls", "-l", plain]
+            ls_ms = [self.r.run(ls_argv)[0] * 1000 for _ in range(runs)]
+            shutil.rmtree(plain)
+            list_out = os.path.join(self.work, "list.out")
+            wall, wall_l = [], []
+            for _ in range(runs):
+                wall.append(self.r.run(c.oss("list", user), stdout=list_out)[0] * 1000)
+                with open(list_out) as f:
+                    got = sum(1 for _ in f)
+                if got != n:
+                    raise CmdFailed(f"oss list printed {got} lines, expected {n}")
+                wall_l.append(self.r.run(c.oss("list", user, "-l"), stdout=list_out)[0] * 1000)
+            med = statistics.median
+            self.row(f"list {n} objects, in-process (oss bench list phase), median of {runs} (ms)",
+                     med(inproc), "ms", argv, med(ls_ms), f"ls -l of a local dir of {n} files",
+                     ls_argv + [">/dev/null"], ("<", 20.0, "< 20 ms"))
+            self.row(f"`oss list` of {n} objects, command wall time, median of {runs} (ms)",
+                     med(wall), "ms", c.oss("list", user) + [">file"], med(ls_ms),
+                     f"ls -l of a local dir of {n} files", ls_argv + [">/dev/null"],
+                     ("<", 20.0, "< 20 ms"), note="includes process start-up")
+            self.row(f"`oss list -l` of {n} objects, command wall time (ms)", med(wall_l), "ms",
+                     c.oss("list", user, "-l") + [">file"], med(ls_ms),
+                     f"ls -l of a local dir of {n} files", ls_argv + [">/dev/null"])
+            self.extra["list"] = {"inproc_ms": inproc, "oss_list_ms": wall,
+                                  "oss_list_l_ms": wall_l, "ls_l_plain_ms": ls_ms}
+        finally:
+            c.stop()
+
+    def sec_rss(self):
+        cfg = self.cfg
+        c = Cluster(self.r, "rss")
+        try:
+            src = os.path.join(self.work, "huge.src")
+            self.say(f"writing a {cfg.huge_mb} MiB random source file")
+            make_random_file(src, cfg.huge_mb * MiB)
+            size = os.path.getsize(src)
+            idle_proxy = vm_hwm(c.proxy.pid)
+            idle_sd = max(vm_hwm(p.pid) for p, _, _ in c.storage)
+            st_argv = c.oss("status")
+            _, idle_oss, _ = self.r.run(st_argv)
+            up_argv = c.oss("upload", "bench/huge", src)
+            out = os.path.join(self.work, "huge.out")
+            down_argv = c.oss("download", "bench/huge", out)
+            os.sync()
+            t_up, rss_up, _ = self.r.run(up_argv)
+            t_down, rss_down, _ = self.r.run(down_argv)
+            os.unlink(out)
+            os.unlink(src)
+            proxy = vm_hwm(c.proxy.pid)
+            sds = [vm_hwm(p.pid) for p, _, _ in c.storage]
+            mb = size / MiB
+            lim = ("<", 64.0, "< 64 MiB")
+            self.row(f"peak RSS oss-proxy, {mb:.0f} MiB up and down (MiB)", proxy / MiB, "MiB",
+                     f"VmHWM in /proc/{c.proxy.pid}/status after `{show(up_argv)}` and "
+                     f"`{show(down_argv)}`", idle_proxy / MiB, "VmHWM after start-up (idle)",
+                     "VmHWM before the transfers", lim)
+            self.row(f"peak RSS oss-storaged (max of {len(sds)}) (MiB)", max(sds) / MiB, "MiB",
+                     "VmHWM in /proc/PID/status of each oss-storaged, same transfers",
+                     idle_sd / MiB, "VmHWM after start-up (idle)", "VmHWM before the transfers",
+                     lim)
+            self.row(f"peak RSS `oss upload` of {mb:.0f} MiB (MiB)", rss_up / MiB, "MiB", up_argv,
+                     idle_oss / MiB, "`oss status` peak RSS", st_argv, lim,
+                     note="ru_maxrss from wait4")
+            self.row(f"peak RSS `oss download` of {mb:.0f} MiB (MiB)", rss_down / MiB, "MiB",
+                     down_argv, idle_oss / MiB, "`oss status` peak RSS", st_argv, lim,
+                     note="ru_maxrss from wait4")
+            self.extra["rss"] = {"bytes": size, "upload_MBps": size / MB / t_up,
+                                 "download_MBps": size / MB / t_down,
+                                 "storaged_vmhwm_bytes": sds, "proxy_vmhwm_bytes": proxy}
+        finally:
+            c.stop()
+
+    def load_dataset(self, c, user, total_mb):
+        """Uploads about total_mb MiB as BENCH_OBJ_MB objects; returns (objects, bytes, argv)."""
+        obj = self.cfg.obj_mb
+        n = max(1, total_mb // obj)
+        self.say(f"uploading {n} objects of {obj} MiB")
+        _, argv = c.bench("--objects", n, "--size", f"{obj}M", "--concurrency", 4, "--user", user,
+                          "--phases", "upload", "--keep")
+        return n, n * obj * MiB, argv
+
+    def sec_rebalance(self):
+        c = Cluster(self.r, "rebal", servers=4, spare=1)
+        try:
+            n, logical, load_argv = self.load_dataset(c, "rebal", self.cfg.rebal_mb)
+            old = c.storage[:4]
+            new_p, new_addr, new_dir = c.storage[4]
+            before = [obj_files(d) for _, _, d in old]
+            total_before = sum(sum(b.values()) for b in before)
+            os.sync()
+            argv = c.oss("add-disk", new_addr, "--wait")
+            dt, _, _ = self.r.run(argv, timeout=3600)
+            after = [obj_files(d) for _, _, d in old]
+            on_new = obj_files(new_dir)
+            moved = sum(on_new.values())
+            total_after = sum(sum(a.values()) for a in after) + moved
+            churn = sum(sz for b, a in zip(before, after) for p, sz in a.items() if p not in b)
+            st = c.status()
+            parts = {s["addr"]: s["partitions"] for s in st["servers"]}
+            p_new = parts.get(new_addr, 0)
+            p_min = st["partitions"] * st["replicas"] / 5
+            dd, dd_argv = self.dd_rate()
+            self.row(f"add-disk: bytes moved onto the new server, {n} × {self.cfg.obj_mb} MiB",
+                     moved / MiB, "MiB", f"sum of .obj sizes in the new server's data dir after "
+                     f"`{show(argv)}`", total_before / 5 / MiB,
+                     "theoretical minimum: all .obj bytes × 1/5", "sum of .obj sizes before",
+                     ("ratio<=", 1.05, "≤ 1.05 × minimum"),
+                     note=f"object placement adds noise of about ±{100 / max(1, n * 2 / 5) ** 0.5:.0f}%")
+            self.row("add-disk: partition replicas moved to the new server", p_new, "",
+                     "`oss status --json` after the add", p_min,
+                     "theoretical minimum: partitions × replicas / 5", "design.md",
+                     ("ratio<=", 1.05, "≤ 1.05 × minimum"))
+            self.row("add-disk: bytes that appeared on the old servers", churn / MiB, "MiB",
+                     "new .obj files in the 4 old data dirs", None, "", None,
+                     ("==", 0, "0 (no move between old servers)"))
+            self.row("add-disk: .obj bytes on disk after / before", total_after / MiB, "MiB",
+                     "sum of .obj sizes on all 5 servers", total_before / MiB, "before the add",
+                     None, ("ratio<=", 1.0, "1.00 (old copies deleted)"))
+            rate = moved / MB / dt if dt > 0 else 0
+            self.row(f"add-disk: rebalance rate, {dt:.1f} s (MB/s)", rate, "MB/s", argv, dd,
+                     "dd conv=fsync (raw disk)", dd_argv, None,
+                     note="moved bytes / wall time of add-disk --wait")
+            self.extra["rebalance"] = {"objects": n, "logical_bytes": logical,
+                                       "obj_bytes_before": total_before, "moved_bytes": moved,
+                                       "seconds": dt, "churn_bytes": churn, "partitions": parts,
+                                       "load_command": show(load_argv), "jobs": st["jobs"]}
+        finally:
+            c.stop()
+
+    def sec_heal(self):
+        offline_after = 2.0
+        c = Cluster(self.r, "heal", proxy_args=["--offline-after", f"{offline_after:g}s"])
+        try:
+            n, logical, _ = self.load_dataset(c, "heal", self.cfg.heal_mb)
+            files = [obj_files(d) for _, _, d in c.storage]
+            k = max(range(len(files)), key=lambda i: sum(files[i].values()))
+            victim, vaddr, _ = c.storage[k]
+            lost = sum(files[k].values())
+            names = set().union(*[set(f) for f in files])
+            want = f"refill after {vaddr}"
+            os.sync()
+            self.say(f"kill -9 {vaddr} (holds {lost / MiB:.0f} MiB)")
+            t0 = time.perf_counter()
+            victim.kill()
+            victim.wait()
+            t_detect = t_done = None
+            job = None
+            deadline = t0 + max(120.0, lost / MB / 2)
+            while time.perf_counter() < deadline:
+                st = c.status()
+                now = time.perf_counter()
+                srv = [s for s in st["servers"] if s["addr"] == vaddr]
+                if t_detect is None and srv and srv[0]["state"] == "Offline":
+                    t_detect = now - t0
+                jobs = [j for j in st["jobs"] if j["what"].startswith(want)]
+                if jobs and not jobs[-1]["running"] and jobs[-1]["finished"]:
+                    job = jobs[-1]
+                    t_done = now - t0
+                    if t_detect is None:
+                        t_detect = t_done
+                    break
+                time.sleep(0.1)
+            self.r.stop(victim)
+            status_argv = c.oss("status", "--json")
+            if t_done is None:
+                self.row("heal: refill after kill -9", None, "s", status_argv, None, "", None,
+                         ("<", 0, "finishes"), note=f"no finished '{want}…' job in time")
+                raise CmdFailed(f"refill did not finish within {deadline - t0:.0f}s")
+            live = [obj_files(d) for i, (_, _, d) in enumerate(c.storage) if i != k]
+            whole = sum(1 for nm in names if sum(nm in f for f in live) >= 2)
+            dd, dd_argv = self.dd_rate()
+            self.row(f"heal: detection of a kill -9 (s), --offline-after {offline_after:g}s",
+                     t_detect, "s", f"poll `{show(status_argv)}` every 0.1 s until Offline",
+                     offline_after, "--offline-after", "proxy flag",
+                     ("<=", offline_after + 1.0, f"≤ {offline_after + 1.0:g} s"))
+            self.row(f"heal: kill -9 to refill finished, {lost / MiB:.0f} MiB lost (s)", t_done,
+                     "s", f"poll `{show(status_argv)}` until the '{want}…' job has finished",
+                     None, "", None)
+            rate = lost / MB / t_done
+            self.row("heal: restore rate, whole outage (MB/s)", rate, "MB/s",
+                     "lost .obj bytes / (kill -9 → refill finished)", dd,
+                     "dd conv=fsync (raw disk)", dd_argv, None,
+                     note="detection time included")
+            t_ref = t_done - t_detect
+            self.row("heal: restore rate, refill only (MB/s)",
+                     lost / MB / t_ref if t_ref > 0 else None, "MB/s",
+                     "lost .obj bytes / (Offline → refill finished)", dd,
+                     "dd conv=fsync (raw disk)", dd_argv, None)
+            self.row("heal: objects with 2 replicas on live servers after refill", whole, "",
+                     "count of each <md5>.obj name across the 3 live data dirs", len(names),
+                     "objects before the kill", None, ("ratio>=", 1.0, "all"))
+            self.extra["heal"] = {"objects": n, "logical_bytes": logical, "lost_bytes": lost,
+                                  "detect_s": t_detect, "done_s": t_done, "job": job}
+        finally:
+            c.stop()
+
+    def start_ossfs(self, c, mnt):
+        exe = self.r.exe("ossfs")
+        if not os.path.exists(exe):
+            raise SectionSkipped("target/release/ossfs was not built")
+        if not os.path.exists("/dev/fuse"):
+            raise SectionSkipped("no /dev/fuse on this machine")
+        os.makedirs(mnt)
+        p = self.r.spawn("ossfs", [exe, "--proxy", c.addr, mnt])
+        self.r.mounts.append((mnt, p))
+        deadline = time.monotonic() + 20
+        while mnt not in mounted_paths():
+            if p.poll() is not None:
+                raise SectionSkipped(f"ossfs exited ({p.returncode}): {self.r.tail(p)}")
+            if time.monotonic() > deadline:
+                raise SectionSkipped(f"ossfs did not mount within 20 s: {self.r.tail(p)}")
+            time.sleep(0.05)
+        return p
+
+    def sec_fuse(self):
+        cfg = self.cfg
+        c = Cluster(self.r, "fuse")
+        try:
+            mnt = os.path.join(self.work, "mnt")
+            fs = self.start_ossfs(c, mnt)
+            src = self.big_src()
+            size = os.path.getsize(src)
+            mb = size / MiB
+            # A generous bound: a hung mount must not hang the bench.
+            tmo = max(120.0, size / MB / 5)
+            udir = os.path.join(mnt, "fusebench")
+            try:
+                self.r.run(["mkdir", "-p", udir], timeout=30)
+                plain_dst = os.path.join(self.work, "plain.copy")
+                cli_out = os.path.join(self.work, "cli.out")
+                fuse_out = os.path.join(self.work, "fuse.out")
+                plain_argv = ["cp", src, plain_dst]
+                up_argv = c.oss("upload", "fusebench/cli", src)
+                down_argv = c.oss("download", "fusebench/cli", "-")
+                cpin_argv = ["cp", src, os.path.join(udir, "big")]
+                cpout_argv = ["cp", os.path.join(udir, "big"), fuse_out]
+                plain, up, down, cpin, cpout = [], [], [], [], []
+                for _ in range(cfg.repeat):
+                    os.sync()
+                    plain.append(size / MB / self.r.run(plain_argv, timeout=tmo)[0])
+                    os.unlink(plain_dst)
+                    os.sync()
+                    up.append(size / MB / self.r.run(up_argv, timeout=tmo)[0])
+                    cpin.append(size / MB / self.r.run(cpin_argv, timeout=tmo)[0])
+                    down.append(size / MB / self.r.run(down_argv, stdout=cli_out, timeout=tmo)[0])
+                    os.unlink(cli_out)
+                    cpout.append(size / MB / self.r.run(cpout_argv, timeout=tmo)[0])
+                    same = self.r.run(["cmp", "-s", src, fuse_out], check=False)[2] == 0
+                    os.unlink(fuse_out)
+                    if not same:
+                        raise CmdFailed(f"`{show(cpout_argv)}` gave different bytes than "
+                                        f"`{show(cpin_argv)}` stored")
+                self.row(f"cp {mb:.0f} MiB into the mount (MB/s)", max(cpin), "MB/s", cpin_argv,
+                         max(up), "oss upload of the same file", up_argv,
+                         ("ratio>=", 0.80, "≥ 0.80 × CLI"),
+                         note="cp returns after close(), i.e. after the upload")
+                self.row(f"cp {mb:.0f} MiB out of the mount (MB/s)", max(cpout), "MB/s",
+                         cpout_argv, max(down), "oss download - > file (no fsync, like cp)",
+                         down_argv + [">file"], ("ratio>=", 0.80, "≥ 0.80 × CLI"),
+                         note="bytes compared with cmp afterwards")
+                self.row("cp into the mount vs cp on the plain disk (MB/s)", max(cpin), "MB/s",
+                         cpin_argv, max(plain), "cp on the plain disk (page cache)", plain_argv)
+                self.row("cp out of the mount vs cp on the plain disk (MB/s)", max(cpout),
+                         "MB/s", cpout_argv, max(plain), "cp on the plain disk (page cache)",
+                         plain_argv)
+                self.row(f"peak RSS ossfs after cp of {mb:.0f} MiB in and out (MiB)",
+                         vm_hwm(fs.pid) / MiB, "MiB", f"VmHWM in /proc/{fs.pid}/status", None,
+                         "", None, ("<", 64.0, "< 64 MiB"))
+                # ls -l of a user with many files.
+                user = "lsbench"
+                n = cfg.ls_files
+                self.say(f"uploading {n} objects of 64 B for ls -l")
+                _, load = c.bench("--objects", n, "--size", 64, "--concurrency", 16,
+                                  "--user", user, "--phases", "upload", "--keep")
+                ls_argv = ["ls", "-l", os.path.join(mnt, user)]
+                ls_out = os.path.join(self.work, "ls.out")
+                cold = self.r.run(ls_argv, stdout=ls_out, timeout=120)[0]
+                with open(ls_out) as f:
+                    lines = sum(1 for ln in f if not ln.startswith("total"))
+                warm = self.r.run(ls_argv, stdout=ls_out, timeout=120)[0]
+                if lines != n:
+                    raise CmdFailed(f"`{show(ls_argv)}` listed {lines} files, expected {n}")
+                self.row(f"ls -l of a user with {n} files, first (s)", cold, "s",
+                         ls_argv + [">file"], None, "", None, ("<", 1.0, "< 1 s"),
+                         note=f"files made by `{show(load)}`")
+                self.row(f"ls -l of a user with {n} files, again (s)", warm, "s",
+                         ls_argv + [">file"], None, "", None, ("<", 1.0, "< 1 s"))
+                self.extra["fuse"] = {"plain_cp_MBps": plain, "oss_upload_MBps": up,
+                                      "oss_download_MBps": down, "cp_in_MBps": cpin,
+                                      "cp_out_MBps": cpout, "ls_cold_s": cold, "ls_warm_s": warm}
+            except CmdFailed as e:
+                raise SectionSkipped(f"ossfs not working: {e}") from e
+            finally:
+                self.r.unmount(mnt, fs)
+        finally:
+            c.stop()
+
+    # -- driver ----------------------------------------------------------------------------
+
+    def run(self):
+        load0 = os.getloadavg()
+        t_start = time.perf_counter()
+        started = datetime.datetime.now(datetime.timezone.utc)
+        for s in self.sections:
+            self.section = s
+            t = time.perf_counter()
+            self.say(f"start ({self.sizes_of(s)})")
+            try:
+                getattr(self, f"sec_{s}")()
+                self.status[s] = "ok"
+            except SectionSkipped as e:
+                self.status[s] = f"skipped: {e}"
+            except (CmdFailed, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+                self.status[s] = f"failed: {e}"
+            self.say(f"{self.status[s]} in {time.perf_counter() - t:.1f} s")
+        self.section = None
+        meta = self.meta(started, load0, time.perf_counter() - t_start)
+        self.emit(meta)
+        return 0 if all(not v.startswith("failed") for v in self.status.values()) else 1
+
+    def sizes_of(self, s):
+        c = self.cfg
+        return {
+            "big": f"{c.big_mb} MiB, best of {c.repeat}",
+            "small": f"{c.small_objects} × {c.small_size} B at c={c.concurrency}",
+            "list": f"{c.small_objects} objects",
+            "rss": f"{c.huge_mb} MiB",
+            "rebalance": f"{c.rebal_mb} MiB in {c.obj_mb} MiB objects",
+            "heal": f"{c.heal_mb} MiB in {c.obj_mb} MiB objects",
+            "fuse": f"{c.big_mb} MiB, ls -l of {c.ls_files} files",
+        }[s]
+
+    def meta(self, started, load0, seconds):
+        def git(*a):
+            try:
+                return subprocess.run(["git", *a], cwd=self.root, capture_output=True,
+                                      text=True, check=False).stdout.strip()
+            except OSError:
+                return ""
+        env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")]
+        cmd = " ".join(env + ["scripts/bench"] + (self.sections if self.sections != ALL_SECTIONS
+                                                  else []))
+        df = subprocess.run(["df", "-hT", self.work], capture_output=True, text=True,
+                            check=False).stdout.strip().splitlines()
+        return {
+            "command": cmd,
+            "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"),
+            "seconds": seconds,
+            "git": git("rev-parse", "--short", "HEAD") + (" (dirty tree)" if git(
+                "status", "--porcelain", "--untracked-files=no") else ""),
+            "cpus": os.cpu_count(),
+            "loadavg_start": load0,
+            "loadavg_end": os.getloadavg(),
+            "filesystem": df[-1] if df else "",
+            "config": self.cfg.as_dict(),
+            "sections": self.status,
+        }
+
+    # -- output ----------------------------------------------------------------------------
+
+    @staticmethod
+    def fmt(x, unit=""):
+        if x is None:
+            return "—"
+        if isinstance(x, int) or (isinstance(x, float) and x == int(x) and abs(x) >= 1000):
+            s = f"{int(x)}"
+        elif abs(x) >= 100:
+            s = f"{x:.0f}"
+        elif abs(x) >= 10:
+            s = f"{x:.1f}"
+        else:
+            s = f"{x:.2f}"
+        return f"{s} {unit}".strip()
+
+    def table_rows(self):
+        out = []
+        for i, r in enumerate(self.rows, 1):
+            base = "—" if r["baseline"] is None else self.fmt(r["baseline"], r["unit"])
+            if r["baseline_what"]:
+                base = f"{base} ({r['baseline_what']})" if r["baseline"] is not None else "—"
+            met = {True: "yes", False: "NO", None: "—"}[r["met"]]
+            out.append([str(i), r["section"], r["what"], self.fmt(r["ours"], r["unit"]), base,
+                        "—" if r["ratio"] is None else f"{r['ratio']:.2f}", r["target"], met])
+        return out
+
+    HEAD = ["#", "section", "what", "ours", "baseline", "ratio", "target", "met"]
+
+    def notes_text(self, meta):
+        n = [
+            "Both sides of every large-transfer row read warm data: the source file was just "
+            "written (and fsynced), and the replicas a download reads were just written by the "
+            "upload; the page cache is not dropped (not reliably possible on a shared machine).",
+            "Every data dir, the dd target and the durable-create baseline share one filesystem: "
+            + meta["filesystem"],
+            f"Best of BENCH_REPEAT={self.cfg.repeat} for transfers and their baselines, pairs "
+            "interleaved; the machine is shared, so compare ratios, not absolute numbers.",
+            "MB/s = 10^6 B/s; MiB = 2^20 B. $W is the temp dir, $P the proxy address of that "
+            "section's cluster (a fresh cluster per section).",
+        ]
+        for s, st in self.status.items():
+            if st != "ok":
+                n.append(f"section {s}: {st}")
+        return n
+
+    def emit(self, meta):
+        rows = self.table_rows()
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                  for i, h in enumerate(self.HEAD)]
+
+        def line(cells):
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+        out = [f"oss bench — `{meta['command']}` — {meta['started_utc']} UTC, git "
+               f"{meta['git']}, {meta['cpus']} CPUs, load {meta['loadavg_start'][0]:.1f} → "
+               f"{meta['loadavg_end'][0]:.1f}, {meta['seconds']:.0f} s", ""]
+        out.append(line(self.HEAD))
+        out.append(line(["-" * w for w in widths]))
+        for s in self.sections:
+            st = self.status.get(s, "")
+            mine = [r for r in rows if r[1] == s]
+            out.extend(line(r) for r in mine)
+            if st != "ok":
+                out.append(line(["", s, st, "", "", "", "", ""]))
+        out.append("")
+        out.append("Commands (ours / baseline):")
+        for i, r in enumerate(self.rows, 1):
+            out.append(f"  {i:>2}  {r['command']}")
+            if r["baseline_command"]:
+                out.append(f"      {r['baseline_command']}")
+            if r["note"]:
+                out.append(f"      note: {r['note']}")
+        out.append("")
+        out.append("Notes:")
+        out.extend(f"  - {t}" for t in self.notes_text(meta))
+        text = "\n".join(out)
+        print(text, flush=True)
+
+        os.makedirs(self.out, exist_ok=True)
+        with open(os.path.join(self.out, "bench.json"), "w") as f:
+            json.dump({"meta": meta, "rows": self.rows, "notes": self.notes_text(meta),
+                       "details": self.extra}, f, indent=2)
+            f.write("\n")
+        md = [f"# oss bench", "",
+              f"Command: `{meta['command']}` · {meta['started_utc']} UTC · git {meta['git']} · "
+              f"{meta['cpus']} CPUs · load {meta['loadavg_start'][0]:.1f} → "
+              f"{meta['loadavg_end'][0]:.1f} · {meta['seconds']:.0f} s", ""]
+        md.append("| " + " | ".join(self.HEAD) + " |")
+        md.append("|" + "|".join("---" for _ in self.HEAD) + "|")
+        for s in self.sections:
+            for r in rows:
+                if r[1] == s:
+                    md.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+            st = self.status.get(s, "")
+            if st != "ok":
+                md.append(f"|  | {s} | {st.replace('|', '/')} |  |  |  |  |  |")
+        md += ["", "Commands (ours / baseline):", ""]
+        for i, r in enumerate(self.rows, 1):
+            md.append(f"{i}. `{r['command']}`")
+            if r["baseline_command"]:
+                md.append(f"   baseline: `{r['baseline_command']}`")
+            if r["note"]:
+                md.append(f"   note: {r['note']}")
+        md += ["", "Notes:", ""]
+        md.extend(f"- {t}" for t in self.notes_text(meta))
+        with open(os.path.join(self.out, "bench.md"), "w") as f:
+            f.write("\n".join(md) + "\n")
+        print(f"\nwrote {os.path.join(self.out, 'bench.json')} and "
+              f"{os.path.join(self.out, 'bench.md')}", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("sections", nargs="*")
+    a = ap.parse_args()
+    sections = a.sections or ALL_SECTIONS
+    for s in sections:
+        if s not in ALL_SECTIONS:
+            ap.error(f"unknown section {s!r}")
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so the finally below stops everything.
+    def on_signal(sig, _frame):
+        raise KeyboardInterrupt(f"signal {sig}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    b = Bench(a.root, a.work, a.out, sections)
+    rc = 1
+    try:
+        rc = b.run()
+    except KeyboardInterrupt:
+        print("bench: interrupted; cleaning up", file=sys.stderr)
+        rc = 130
+    finally:
+        b.r.stop_all()
+        # Logs are small and say what went wrong; keep them beside the results.
+        logs = os.path.join(a.out, "logs")
+        shutil.rmtree(logs, ignore_errors=True)
+        shutil.copytree(b.r.logs, logs, ignore=shutil.ignore_patterns("cmd-*"),
+                        dirs_exist_ok=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
