@@ -231,7 +231,8 @@ SHOW_SUBST = []  # (long, short) replacements that keep printed commands readabl
 
 
 def show(argv):
-    s = " ".join(shlex.quote(str(a)) for a in argv)
+    # Redirections are added to argv for display only; they stay unquoted.
+    s = " ".join(str(a) if str(a).startswith(">") else shlex.quote(str(a)) for a in argv)
     for long, short in SHOW_SUBST:
         s = s.replace(long, short)
     return s
@@ -473,16 +474,16 @@ class Bench:
             md5_argv = ["md5sum", src]
             dd, up, md5, down, down_file = [], [], [], [], []
             # Pairs interleaved, so a burst of load from others hits both sides alike.
+            dd_argv = None
             for _ in range(self.cfg.repeat):
-                dd.append(self.dd_once()[0])
+                rate, dd_argv = self.dd_once()
+                dd.append(rate)
                 os.sync()
                 up.append(size / MB / self.r.run(up_argv)[0])
                 md5.append(size / MB / self.r.run(md5_argv)[0])
                 down.append(size / MB / self.r.run(down_argv)[0])
                 down_file.append(size / MB / self.r.run(down_file_argv)[0])
                 os.unlink(file_out)
-            dd_argv = self.dd_once()[1] if False else ["dd", f"if={src}", f"of={self.work}/dd.out",
-                                                       "bs=1M", "conv=fsync"]
             self._dd = (max(dd), dd_argv)
             mb = size / MiB
             self.row(f"upload 1 object of {mb:.0f} MiB (MB/s)", max(up), "MB/s", up_argv,
