@@ -44,7 +44,12 @@ impl Backends {
     /// A pooled connection if a live one is idle, else a new one.
     pub async fn conn(&self, addr: &str) -> Result<Connection> {
         loop {
-            let pooled = self.pools.lock().unwrap().get_mut(addr).and_then(|v| v.pop());
+            let pooled = self
+                .pools
+                .lock()
+                .unwrap()
+                .get_mut(addr)
+                .and_then(|v| v.pop());
             match pooled {
                 Some(c) if c.is_reusable() => return Ok(c),
                 Some(_) => continue,
@@ -101,7 +106,12 @@ impl Backends {
     }
 
     /// [`Backends::call`] with its own deadline (an audit pass takes minutes, not seconds).
-    pub async fn call_within(&self, addr: &str, req: &StorageRequest, deadline: Duration) -> Result<Response> {
+    pub async fn call_within(
+        &self,
+        addr: &str,
+        req: &StorageRequest,
+        deadline: Duration,
+    ) -> Result<Response> {
         let mut c = self.conn(addr).await?;
         let r = tokio::time::timeout(deadline, async {
             c.write_header(req).await?;
@@ -127,9 +137,20 @@ impl Backends {
     }
 
     /// The held version (live or tombstone) of a name, `None` if the server has none.
-    pub async fn head(&self, addr: &str, name: &ObjectName, part: u32) -> Result<Option<ObjectMeta>> {
+    pub async fn head(
+        &self,
+        addr: &str,
+        name: &ObjectName,
+        part: u32,
+    ) -> Result<Option<ObjectMeta>> {
         match self
-            .call(addr, &StorageRequest::Head { name: name.clone(), part })
+            .call(
+                addr,
+                &StorageRequest::Head {
+                    name: name.clone(),
+                    part,
+                },
+            )
             .await
         {
             Ok(Response::Object { meta, .. }) => Ok(Some(meta)),
@@ -200,7 +221,9 @@ impl Backends {
 }
 
 async fn within<T>(d: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
-    tokio::time::timeout(d, f).await.unwrap_or(Err(Error::Timeout))
+    tokio::time::timeout(d, f)
+        .await
+        .unwrap_or(Err(Error::Timeout))
 }
 
 pub fn unexpected(r: Response) -> Error {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use oss_proto::ring::{DevId, Move, Ring};
+use oss_proto::ring::{DevId, Ring};
 use oss_proto::wire::{
     now_micros, ClusterStatus, Progress, ServerState, ServerStatus, Timestamp, WireError,
 };
@@ -63,7 +63,11 @@ impl Proxy {
         let state = match Persisted::load(&cfg.state_dir)? {
             Some(p) => {
                 check_flags(&cfg, &p)?;
-                info!(epoch = p.ring.epoch, partitions = p.ring.partitions(), "loaded ring");
+                info!(
+                    epoch = p.ring.epoch,
+                    partitions = p.ring.partitions(),
+                    "loaded ring"
+                );
                 p
             }
             None => {
@@ -84,7 +88,12 @@ impl Proxy {
                     .map_err(|e| OpenError::Flags(format!("cannot build the ring: {e}")))?;
                 let p = Persisted::new(ring);
                 p.save(&cfg.state_dir)?;
-                info!(partitions, replicas, disks = cfg.disks.len(), "created a new ring");
+                info!(
+                    partitions,
+                    replicas,
+                    disks = cfg.disks.len(),
+                    "created a new ring"
+                );
                 p
             }
         };
@@ -106,10 +115,12 @@ impl Proxy {
         let mut prev = self.last_ts.load(Ordering::Relaxed);
         loop {
             let next = now.max(prev + 1);
-            match self
-                .last_ts
-                .compare_exchange_weak(prev, next, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.last_ts.compare_exchange_weak(
+                prev,
+                next,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return next,
                 Err(p) => prev = p,
             }
@@ -133,7 +144,12 @@ impl Proxy {
 
     fn members_of(st: &Persisted, ids: &[DevId]) -> Vec<Member> {
         ids.iter()
-            .filter_map(|&id| st.addr_of(id).map(|a| Member { id, addr: a.to_owned() }))
+            .filter_map(|&id| {
+                st.addr_of(id).map(|a| Member {
+                    id,
+                    addr: a.to_owned(),
+                })
+            })
             .collect()
     }
 
@@ -239,10 +255,22 @@ impl Proxy {
             let outside = st.outside.iter().find(|o| o.addr == addr);
             let (state, since) = match (leaving, up, outside) {
                 (true, _, Some(o)) => (o.state, o.since),
-                (true, true, None) => (ServerState::Draining, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
-                (true, false, None) => (ServerState::Offline, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
-                (false, true, _) => (ServerState::Online, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
-                (false, false, _) => (ServerState::Suspect, live.as_ref().map(|l| l.changed_at).unwrap_or(0)),
+                (true, true, None) => (
+                    ServerState::Draining,
+                    live.as_ref().map(|l| l.changed_at).unwrap_or(0),
+                ),
+                (true, false, None) => (
+                    ServerState::Offline,
+                    live.as_ref().map(|l| l.changed_at).unwrap_or(0),
+                ),
+                (false, true, _) => (
+                    ServerState::Online,
+                    live.as_ref().map(|l| l.changed_at).unwrap_or(0),
+                ),
+                (false, false, _) => (
+                    ServerState::Suspect,
+                    live.as_ref().map(|l| l.changed_at).unwrap_or(0),
+                ),
             };
             servers.push(ServerStatus {
                 id: Some(id),
@@ -295,15 +323,41 @@ impl Proxy {
         st.jobs.len() - 1
     }
 
-    fn enqueue(st: &mut Persisted, new_target: Ring, kind: MoveKind, what: String) -> usize {
+    /// Queues the moves from the current target to `new_target`. A new move of a slot that a
+    /// queued move is still bringing to its `from` device is merged into that queued move
+    /// (A→X then X→Y becomes A→Y), so a plan never depends on a server that has left.
+    pub fn enqueue(st: &mut Persisted, new_target: Ring, kind: MoveKind, what: String) -> usize {
         let moves = Ring::moves(&st.target, &new_target);
-        let job = Self::start_job(st, what, moves.len() as u64);
+        let job = Self::start_job(st, what, 0);
+        let mut added = 0u64;
         for mv in moves {
-            st.queue.push(QueuedMove { mv, kind: kind.clone(), job });
+            let pending = st
+                .queue
+                .iter_mut()
+                .find(|q| q.mv.part == mv.part && q.mv.replica == mv.replica && q.mv.to == mv.from);
+            match pending {
+                Some(q) => q.mv.to = mv.to,
+                None => {
+                    st.queue.push(QueuedMove {
+                        mv,
+                        kind: kind.clone(),
+                        job,
+                    });
+                    added += 1;
+                }
+            }
         }
+        // A merged move may now lead back where it started.
+        st.queue.retain(|q| q.mv.from != q.mv.to);
+        st.jobs[job].total = added;
         st.target = new_target;
-        if st.queue.iter().all(|q| q.job != job) {
-            finish_job(st, job);
+        for j in 0..st.jobs.len() {
+            if st.jobs[j].running
+                && !st.queue.iter().any(|q| q.job == j)
+                && st.jobs[j].what != "repair"
+            {
+                finish_job(st, j);
+            }
         }
         job
     }
@@ -323,10 +377,9 @@ impl Proxy {
                 )));
             }
         }
-        self.backends
-            .ping(&addr)
-            .await
-            .map_err(|e| WireError::Refused(format!("cannot add {addr}: disk check failed: {e}")))?;
+        self.backends.ping(&addr).await.map_err(|e| {
+            WireError::Refused(format!("cannot add {addr}: disk check failed: {e}"))
+        })?;
         // A server that comes back after being re-homed: push whatever only it holds to
         // the owners and drop its stale copies before it joins as a new server.
         let back = {
@@ -336,7 +389,9 @@ impl Proxy {
         if back {
             crate::repair::clean_returned(self, &addr)
                 .await
-                .map_err(|e| WireError::Unavailable(format!("cannot clean up {addr} before adding it: {e}")))?;
+                .map_err(|e| {
+                    WireError::Unavailable(format!("cannot clean up {addr} before adding it: {e}"))
+                })?;
         }
         let mut st = self.state.lock().unwrap();
         let new_target = st
@@ -344,7 +399,12 @@ impl Proxy {
             .with_device_added(&addr)
             .map_err(|e| WireError::Refused(format!("cannot add {addr}: {e}")))?;
         st.outside.retain(|o| o.addr != addr);
-        let job = Self::enqueue(&mut st, new_target, MoveKind::Rebalance, format!("add {addr}"));
+        let job = Self::enqueue(
+            &mut st,
+            new_target,
+            MoveKind::Rebalance,
+            format!("add {addr}"),
+        );
         info!(%addr, moves = st.jobs[job].total, "add-disk planned");
         self.save(&st);
         drop(st);
@@ -361,7 +421,9 @@ impl Proxy {
         let mut st = self.state.lock().unwrap();
         let Some(dev) = st.target.device_by_addr(&addr).cloned() else {
             if st.ring.device_by_addr(&addr).is_some() {
-                return Err(WireError::Refused(format!("{addr} is already leaving the ring")));
+                return Err(WireError::Refused(format!(
+                    "{addr} is already leaving the ring"
+                )));
             }
             if st.outside.iter().any(|o| o.addr == addr) {
                 // Not in the ring any more: forget it.
@@ -382,7 +444,11 @@ impl Proxy {
             .target
             .with_device_removed(dev.id)
             .map_err(|e| WireError::Refused(format!("cannot remove {addr}: {e}")))?;
-        let kind = if up { MoveKind::Rebalance } else { MoveKind::Refill };
+        let kind = if up {
+            MoveKind::Rebalance
+        } else {
+            MoveKind::Refill
+        };
         st.leaving.push(dev.id);
         let job = Self::enqueue(&mut st, new_target, kind, format!("remove {addr}"));
         info!(%addr, moves = st.jobs[job].total, "remove-disk planned");
@@ -397,37 +463,37 @@ impl Proxy {
     pub async fn declare_offline(self: &Arc<Self>, addr: &str) {
         let _admin = self.admin.lock().await;
         let mut st = self.state.lock().unwrap();
-        let Some(dev) = st.target.device_by_addr(addr).cloned() else { return };
-        // Moves that were bringing data to it cannot finish: undo them in the target.
-        let mut kept = Vec::new();
-        let queue = std::mem::take(&mut st.queue);
-        for q in queue.into_iter().rev() {
-            if q.mv.to == dev.id {
-                let back = Move { part: q.mv.part, replica: q.mv.replica, from: dev.id, to: q.mv.from };
-                st.target = st.target.with_move_applied(&back);
-                if let Some(j) = st.jobs.get_mut(q.job) {
-                    j.total = j.total.saturating_sub(1);
-                }
-            } else {
-                kept.push(q);
-            }
-        }
-        kept.reverse();
+        let Some(dev) = st.target.device_by_addr(addr).cloned() else {
+            return;
+        };
         // Moves that were taking data from it now copy from the surviving replica.
-        for q in kept.iter_mut() {
+        for q in st.queue.iter_mut() {
             if q.mv.from == dev.id {
                 q.kind = MoveKind::Refill;
             }
         }
-        st.queue = kept;
         let since = now_micros();
         st.outside.retain(|o| o.addr != addr);
-        st.outside.push(OutsideServer { addr: addr.to_owned(), state: ServerState::Offline, since, cleaned: false });
+        st.outside.push(OutsideServer {
+            addr: addr.to_owned(),
+            state: ServerState::Offline,
+            since,
+            cleaned: false,
+        });
         match st.target.with_device_removed(dev.id) {
             Ok(new_target) => {
                 st.leaving.push(dev.id);
-                let job = Self::enqueue(&mut st, new_target, MoveKind::Refill, format!("refill after {addr} went offline"));
-                warn!(server = addr, moves = st.jobs[job].total, "server declared offline; re-homing its partitions");
+                let job = Self::enqueue(
+                    &mut st,
+                    new_target,
+                    MoveKind::Refill,
+                    format!("refill after {addr} went offline"),
+                );
+                warn!(
+                    server = addr,
+                    moves = st.jobs[job].total,
+                    "server declared offline; re-homing its partitions"
+                );
             }
             Err(e) => {
                 warn!(server = addr, error = %e, "server declared offline but its partitions cannot be re-homed");
@@ -471,11 +537,13 @@ fn check_flags(cfg: &Config, p: &Persisted) -> Result<(), OpenError> {
         let have: BTreeSet<&str> = p.target.devices.iter().map(|d| d.addr.as_str()).collect();
         let want: BTreeSet<&str> = cfg.disks.iter().map(|s| s.as_str()).collect();
         if have != want {
-            return Err(OpenError::Flags(format!(
-                "{dir} holds a ring of servers {}; --disk {} contradicts it (use `oss add-disk` / `oss remove-disk`, or drop the --disk flags)",
-                have.into_iter().collect::<Vec<_>>().join(", "),
-                want.into_iter().collect::<Vec<_>>().join(", ")
-            )));
+            // The ring changed since the first start (add-disk, remove-disk, an offline
+            // server re-homed): the persisted ring is the truth, the flags are history.
+            warn!(
+                ring = %have.into_iter().collect::<Vec<_>>().join(","),
+                flags = %want.into_iter().collect::<Vec<_>>().join(","),
+                "--disk flags differ from the persisted ring; they are ignored (use oss add-disk / remove-disk)"
+            );
         }
     }
     Ok(())
@@ -485,8 +553,12 @@ fn check_flags(cfg: &Config, p: &Persisted) -> Result<(), OpenError> {
 pub fn normalize_addr(addr: &str) -> Result<String, WireError> {
     let a = addr.trim();
     match a.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(a.to_owned()),
-        _ => Err(WireError::BadRequest(format!("{addr:?} is not a HOST:PORT address"))),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+            Ok(a.to_owned())
+        }
+        _ => Err(WireError::BadRequest(format!(
+            "{addr:?} is not a HOST:PORT address"
+        ))),
     }
 }
 
@@ -523,9 +595,20 @@ mod tests {
         bad.partitions = Some(32);
         let e = Proxy::open(bad).err().unwrap().to_string();
         assert!(e.contains("16 partitions"), "{e}");
-        let mut bad = cfg.clone();
-        bad.disks.push("127.0.0.1:3".into());
-        assert!(Proxy::open(bad).is_err());
+        // --disk only matters on the first start: different ones are ignored, not refused.
+        let mut other = cfg.clone();
+        other.disks.push("127.0.0.1:3".into());
+        assert_eq!(
+            Proxy::open(other)
+                .unwrap()
+                .state
+                .lock()
+                .unwrap()
+                .ring
+                .devices
+                .len(),
+            2
+        );
         let mut bad = cfg;
         bad.replicas = Some(3);
         assert!(Proxy::open(bad).is_err());
@@ -549,5 +632,66 @@ mod tests {
         assert!(normalize_addr(":80").is_err());
         assert!(normalize_addr("h:0").is_err());
         assert!(normalize_addr("h:99999").is_err());
+    }
+
+    /// Plans a sequence of ring changes the way the admin operations do and runs the queued
+    /// moves with the worker's own selection and flip functions, checking the live ring at
+    /// every step: the plan must always converge to the target, and replicas must stay on
+    /// distinct servers throughout.
+    #[test]
+    fn plans_converge_even_when_servers_leave_mid_move() {
+        use crate::worker::{next_move, record_flip};
+        let addrs: Vec<String> = (1..=5).map(|i| format!("127.0.0.1:{i}")).collect();
+        let ring = Ring::new(6, 2, &addrs[..4]).unwrap();
+        let mut st = Persisted::new(ring);
+        let run = |st: &mut Persisted, limit: usize| {
+            for _ in 0..limit {
+                let Some(q) = next_move(st) else { break };
+                assert_ne!(q.mv.from, q.mv.to);
+                record_flip(st, &q, 0).unwrap();
+                for row in &st.ring.assignment {
+                    assert!(row[0] != row[1], "two replicas on one server: {row:?}");
+                }
+            }
+        };
+        // Add a fifth server, run part of it; then server 0 dies; then server 1 dies while
+        // server 0's refill is still running.
+        let t = st.target.with_device_added(&addrs[4]).unwrap();
+        Proxy::enqueue(&mut st, t, MoveKind::Rebalance, "add".into());
+        run(&mut st, 10);
+        let t = st.target.with_device_removed(0).unwrap();
+        st.leaving.push(0);
+        Proxy::enqueue(&mut st, t, MoveKind::Refill, "refill 0".into());
+        run(&mut st, 20);
+        let t = st.target.with_device_removed(1).unwrap();
+        st.leaving.push(1);
+        Proxy::enqueue(&mut st, t, MoveKind::Refill, "refill 1".into());
+        st.target.validate().unwrap();
+        run(&mut st, 10_000);
+        assert!(st.queue.is_empty());
+        assert_eq!(st.ring.assignment, st.target.assignment);
+        assert!(
+            st.ring.assignment.iter().flatten().all(|&d| d >= 2),
+            "servers 0 and 1 hold nothing"
+        );
+        assert_eq!(st.ring.devices.len(), 3);
+        assert!(st.jobs.iter().all(|j| !j.running));
+        st.ring.validate().unwrap();
+    }
+
+    #[test]
+    fn a_move_chain_is_merged() {
+        let addrs: Vec<String> = (1..=4).map(|i| format!("127.0.0.1:{i}")).collect();
+        let mut st = Persisted::new(Ring::new(4, 2, &addrs[..3]).unwrap());
+        let t = st.target.with_device_added(&addrs[3]).unwrap();
+        Proxy::enqueue(&mut st, t, MoveKind::Rebalance, "add".into());
+        let queued = st.queue.len();
+        assert!(queued > 0);
+        // The new server leaves before anything moved: every move to it becomes a move to
+        // its replacement or disappears; none still names it.
+        let t = st.target.with_device_removed(3).unwrap();
+        Proxy::enqueue(&mut st, t, MoveKind::Refill, "refill".into());
+        assert!(st.queue.iter().all(|q| q.mv.to != 3 && q.mv.from != 3));
+        assert!(st.queue.len() <= queued);
     }
 }

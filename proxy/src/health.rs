@@ -104,7 +104,11 @@ mod tests {
         assert!(!h.is_up("a"));
         let first = h.get("a").unwrap().failing_since.unwrap();
         h.request_failed("a", "refused again");
-        assert_eq!(h.get("a").unwrap().failing_since, Some(first), "streak keeps its start");
+        assert_eq!(
+            h.get("a").unwrap().failing_since,
+            Some(first),
+            "streak keeps its start"
+        );
         h.check_ok("a", DiskStats::default());
         assert!(h.is_up("a"));
         assert!(h.get("a").unwrap().stats.is_some());

@@ -8,7 +8,11 @@ use clap::Parser;
 use oss_proxy::config::{parse_duration, Config};
 
 #[derive(Parser, Debug)]
-#[command(name = "oss-proxy", version, about = "The oss proxy: the only door for clients")]
+#[command(
+    name = "oss-proxy",
+    version,
+    about = "The oss proxy: the only door for clients"
+)]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -59,7 +63,9 @@ fn real_main() -> anyhow::Result<()> {
     cfg.disks = args.disks;
     cfg.offline_after = args.offline_after;
     cfg.check_interval = args.check_interval;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         // Open (and validate) the state before binding, so a bad flag fails fast.
         oss_proxy::Proxy::open(cfg.clone())?;

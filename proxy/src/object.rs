@@ -35,16 +35,28 @@ pub struct Outcome {
 
 impl Outcome {
     fn answer(r: Response) -> Self {
-        Outcome { resp: Some(r), close: false }
+        Outcome {
+            resp: Some(r),
+            close: false,
+        }
     }
     fn fail(e: WireError) -> Self {
-        Outcome { resp: Some(Response::Error(e)), close: false }
+        Outcome {
+            resp: Some(Response::Error(e)),
+            close: false,
+        }
     }
     fn fail_and_close(e: WireError) -> Self {
-        Outcome { resp: Some(Response::Error(e)), close: true }
+        Outcome {
+            resp: Some(Response::Error(e)),
+            close: true,
+        }
     }
     fn streamed() -> Self {
-        Outcome { resp: None, close: false }
+        Outcome {
+            resp: None,
+            close: false,
+        }
     }
 }
 
@@ -68,7 +80,12 @@ pub async fn upload(
     // Open a Put on every target; a target that cannot be reached is replaced by a stand-in.
     while let Some(m) = candidates.pop() {
         tried.push(m.id);
-        let put = StorageRequest::Put { name: name.clone(), part, timestamp, size };
+        let put = StorageRequest::Put {
+            name: name.clone(),
+            part,
+            timestamp,
+            size,
+        };
         let opened = async {
             let mut c = proxy.backends.conn(&m.addr).await?;
             c.write_header(&put).await?;
@@ -76,7 +93,10 @@ pub async fn upload(
         }
         .await;
         match opened {
-            Ok(c) => targets.push(Target { member: m, conn: Some(c) }),
+            Ok(c) => targets.push(Target {
+                member: m,
+                conn: Some(c),
+            }),
             Err(e) => {
                 warn!(server = %m.addr, error = %e, "upload target unreachable, trying a stand-in");
                 if let Some(h) = proxy.stand_in(part, &tried) {
@@ -101,7 +121,9 @@ pub async fn upload(
                 debug!(error = %e, "client upload stream broke");
                 return Outcome::fail_and_close(e.to_wire());
             }
-            Err(_) => return Outcome::fail_and_close(WireError::Unavailable("client stalled".into())),
+            Err(_) => {
+                return Outcome::fail_and_close(WireError::Unavailable("client stalled".into()))
+            }
         };
         match chunk {
             Chunk::Data(n) => {
@@ -126,7 +148,9 @@ pub async fn upload(
             Chunk::Abort(e) => return Outcome::fail_and_close(e),
         }
     }
-    let trailer: UploadTrailer = match tokio::time::timeout(CLIENT_TIMEOUT, client.expect_header()).await {
+    let trailer: UploadTrailer = match tokio::time::timeout(CLIENT_TIMEOUT, client.expect_header())
+        .await
+    {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => return Outcome::fail_and_close(e.to_wire()),
         Err(_) => return Outcome::fail_and_close(WireError::Unavailable("client stalled".into())),
@@ -199,12 +223,20 @@ pub async fn upload(
 pub async fn stat(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
     match crate::repair::make_whole(proxy, &name).await {
         Ok(r) => match r.newest {
-            Some(meta) if !meta.deleted => Outcome::answer(Response::Object { meta, offset: 0, len: 0 }),
+            Some(meta) if !meta.deleted => Outcome::answer(Response::Object {
+                meta,
+                offset: 0,
+                len: 0,
+            }),
             _ => Outcome::fail(WireError::NotFound),
         },
         Err(e) => Outcome::fail(e),
     }
 }
+
+/// Times a download starts over when the object was overwritten between choosing its
+/// version and opening it (before any byte went to the client).
+const RACE_RETRIES: usize = 3;
 
 pub async fn download(
     proxy: &Arc<Proxy>,
@@ -213,6 +245,27 @@ pub async fn download(
     offset: u64,
     len: Option<u64>,
 ) -> Outcome {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match download_once(proxy, client, &name, offset, len).await {
+            Outcome {
+                resp: Some(Response::Error(WireError::Stale { .. })),
+                ..
+            } if attempt < RACE_RETRIES => continue,
+            out => return out,
+        }
+    }
+}
+
+async fn download_once(
+    proxy: &Arc<Proxy>,
+    client: &mut Connection,
+    name: &ObjectName,
+    offset: u64,
+    len: Option<u64>,
+) -> Outcome {
+    let name = name.clone();
     let whole = match crate::repair::make_whole(proxy, &name).await {
         Ok(w) => w,
         Err(e) => return Outcome::fail(e),
@@ -264,7 +317,10 @@ pub async fn download(
             }
             Err(e) => {
                 proxy.backends.failed(&src.addr, &e);
-                if matches!(e, Error::Remote(WireError::Corrupt(_)) | Error::Remote(WireError::NotFound)) {
+                if matches!(
+                    e,
+                    Error::Remote(WireError::Corrupt(_)) | Error::Remote(WireError::NotFound)
+                ) {
                     bad.push(src.clone());
                 }
                 last_err = e.to_wire();
@@ -272,9 +328,16 @@ pub async fn download(
             }
         }
         if !header_sent {
-            let hdr = Response::Object { meta: meta.clone(), offset, len };
+            let hdr = Response::Object {
+                meta: meta.clone(),
+                offset,
+                len,
+            };
             if client.write_header(&hdr).await.is_err() {
-                return Outcome { resp: None, close: true };
+                return Outcome {
+                    resp: None,
+                    close: true,
+                };
             }
             header_sent = true;
         }
@@ -283,7 +346,10 @@ pub async fn download(
             match proxy.backends.read_chunk(&mut c, &mut buf).await {
                 Ok(Chunk::Data(n)) => {
                     if client.write_data(&buf[..n]).await.is_err() {
-                        return Outcome { resp: None, close: true };
+                        return Outcome {
+                            resp: None,
+                            close: true,
+                        };
                     }
                     sent += n as u64;
                 }
@@ -333,7 +399,10 @@ pub async fn download(
         client.write_abort(last_err).await
     };
     if end.is_err() || client.flush().await.is_err() {
-        return Outcome { resp: None, close: true };
+        return Outcome {
+            resp: None,
+            close: true,
+        };
     }
     Outcome::streamed()
 }
@@ -349,7 +418,11 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
     let mut last_err = None;
     while let Some(m) = candidates.pop() {
         tried.push(m.id);
-        let req = StorageRequest::Delete { name: name.clone(), part, timestamp };
+        let req = StorageRequest::Delete {
+            name: name.clone(),
+            part,
+            timestamp,
+        };
         match proxy.backends.call(&m.addr, &req).await {
             Ok(Response::Deleted { existed: e }) => {
                 done += 1;
@@ -376,7 +449,9 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
 }
 
 /// Newest version per name over what every server returned; tombstones kept.
-pub fn merge_newest(lists: impl IntoIterator<Item = Vec<ObjectMeta>>) -> BTreeMap<String, ObjectMeta> {
+pub fn merge_newest(
+    lists: impl IntoIterator<Item = Vec<ObjectMeta>>,
+) -> BTreeMap<String, ObjectMeta> {
     let mut merged: BTreeMap<String, ObjectMeta> = BTreeMap::new();
     for list in lists {
         for m in list {
@@ -422,16 +497,28 @@ pub async fn list(proxy: &Arc<Proxy>, client: &mut Connection, user: String) -> 
             "{failed} storage servers did not answer; the listing would be incomplete"
         )));
     }
-    let live: Vec<ObjectMeta> = merge_newest(lists).into_values().filter(|m| !m.deleted).collect();
+    let live: Vec<ObjectMeta> = merge_newest(lists)
+        .into_values()
+        .filter(|m| !m.deleted)
+        .collect();
     let mut pages = live.chunks(LIST_PAGE).peekable();
     if pages.peek().is_none() {
-        return Outcome::answer(Response::Listing { entries: Vec::new(), more: false });
+        return Outcome::answer(Response::Listing {
+            entries: Vec::new(),
+            more: false,
+        });
     }
     while let Some(page) = pages.next() {
         let more = pages.peek().is_some();
-        let r = Response::Listing { entries: page.to_vec(), more };
+        let r = Response::Listing {
+            entries: page.to_vec(),
+            more,
+        };
         if client.write_header(&r).await.is_err() {
-            return Outcome { resp: None, close: true };
+            return Outcome {
+                resp: None,
+                close: true,
+            };
         }
     }
     Outcome::streamed()
@@ -441,7 +528,11 @@ pub async fn list_users(proxy: &Arc<Proxy>) -> Outcome {
     let mut users = std::collections::BTreeSet::new();
     let mut failed = 0;
     for m in proxy.listing_servers() {
-        match proxy.backends.call(&m.addr, &StorageRequest::ListUsers).await {
+        match proxy
+            .backends
+            .call(&m.addr, &StorageRequest::ListUsers)
+            .await
+        {
             Ok(Response::Users(u)) => users.extend(u),
             Ok(_) | Err(_) => failed += 1,
         }

@@ -33,7 +33,9 @@ pub struct Whole {
 pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, WireError> {
     let (part, members) = proxy.read_members(name);
     if members.is_empty() {
-        return Err(WireError::Unavailable(format!("no storage server holding {name} is online")));
+        return Err(WireError::Unavailable(format!(
+            "no storage server holding {name} is online"
+        )));
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (i, m) in members.iter().enumerate() {
@@ -51,7 +53,8 @@ pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, 
         }
     }
     if answers.is_empty() {
-        return Err(last_err.unwrap_or_else(|| WireError::Unavailable(format!("no replica of {name} answered"))));
+        return Err(last_err
+            .unwrap_or_else(|| WireError::Unavailable(format!("no replica of {name} answered"))));
     }
     answers.sort_by_key(|(i, _)| *i);
     let newest = answers
@@ -60,7 +63,11 @@ pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, 
         .max_by_key(|m| m.timestamp)
         .cloned();
     let Some(newest) = newest else {
-        return Ok(Whole { part, newest: None, holders: Vec::new() });
+        return Ok(Whole {
+            part,
+            newest: None,
+            holders: Vec::new(),
+        });
     };
     let mut holders: Vec<Member> = Vec::new();
     let mut lagging: Vec<Member> = Vec::new();
@@ -79,14 +86,20 @@ pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, 
                     copied = true;
                     break;
                 }
-                Err(e) => warn!(%name, from = %from.addr, to = %to.addr, error = %e, "repair copy failed"),
+                Err(e) => {
+                    warn!(%name, from = %from.addr, to = %to.addr, error = %e, "repair copy failed")
+                }
             }
         }
         if copied && !newest.deleted {
             holders.push(to);
         }
     }
-    Ok(Whole { part, newest: Some(newest), holders })
+    Ok(Whole {
+        part,
+        newest: Some(newest),
+        holders,
+    })
 }
 
 /// Copies one version from one server to another: the source verifies every block as it
@@ -101,7 +114,11 @@ pub async fn copy_object(
 ) -> Result<u64, Error> {
     let b = &proxy.backends;
     if meta.deleted {
-        let req = StorageRequest::Delete { name: meta.name.clone(), part, timestamp: meta.timestamp };
+        let req = StorageRequest::Delete {
+            name: meta.name.clone(),
+            part,
+            timestamp: meta.timestamp,
+        };
         return match b.call(to, &req).await {
             Ok(Response::Deleted { .. }) | Err(Error::Remote(WireError::Stale { .. })) => Ok(0),
             Ok(other) => Err(unexpected(other)),
@@ -132,7 +149,12 @@ pub async fn copy_object(
         }
     }
     let mut dst = b.conn(to).await?;
-    let put = StorageRequest::Put { name: meta.name.clone(), part, timestamp: meta.timestamp, size: Some(meta.size) };
+    let put = StorageRequest::Put {
+        name: meta.name.clone(),
+        part,
+        timestamp: meta.timestamp,
+        size: Some(meta.size),
+    };
     let mut buf = Vec::with_capacity(CHUNK);
     let mut total = 0u64;
     let streamed: Result<(), Error> = async {
@@ -182,8 +204,15 @@ pub async fn sync_partition(
         if views.contains_key(addr) {
             continue;
         }
-        let list = b.list(addr, &StorageRequest::ListPartition { part }).await?;
-        views.insert(addr.clone(), list.into_iter().map(|m| (m.name.as_str().to_owned(), m)).collect());
+        let list = b
+            .list(addr, &StorageRequest::ListPartition { part })
+            .await?;
+        views.insert(
+            addr.clone(),
+            list.into_iter()
+                .map(|m| (m.name.as_str().to_owned(), m))
+                .collect(),
+        );
     }
     // Newest version of every name among the sources, and who holds it.
     let mut newest: HashMap<String, (ObjectMeta, String)> = HashMap::new();
@@ -216,7 +245,10 @@ pub async fn sync_partition(
 
 /// `oss check NAME`: each replica's state; anything not good is repaired first, then the
 /// states are read again.
-pub async fn check(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Vec<(String, ReplicaState)>, WireError> {
+pub async fn check(
+    proxy: &Arc<Proxy>,
+    name: &ObjectName,
+) -> Result<Vec<(String, ReplicaState)>, WireError> {
     let first = check_once(proxy, name).await?;
     let newest = first.iter().filter_map(|(_, s)| match s {
         ReplicaState::Good(m) | ReplicaState::Deleted(m) => Some(m.timestamp),
@@ -234,13 +266,23 @@ pub async fn check(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Vec<(String,
     check_once(proxy, name).await
 }
 
-async fn check_once(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Vec<(String, ReplicaState)>, WireError> {
+async fn check_once(
+    proxy: &Arc<Proxy>,
+    name: &ObjectName,
+) -> Result<Vec<(String, ReplicaState)>, WireError> {
     let part = name.partition(proxy.part_power());
     let mut out = Vec::new();
     for m in proxy.replica_members(part) {
-        let req = StorageRequest::Check { name: name.clone(), part };
+        let req = StorageRequest::Check {
+            name: name.clone(),
+            part,
+        };
         let state = match proxy.backends.call(&m.addr, &req).await {
-            Ok(Response::Checked(v)) => v.into_iter().next().map(|(_, s)| s).unwrap_or(ReplicaState::Missing),
+            Ok(Response::Checked(v)) => v
+                .into_iter()
+                .next()
+                .map(|(_, s)| s)
+                .unwrap_or(ReplicaState::Missing),
             Ok(other) => ReplicaState::Corrupt(format!("unexpected answer {other:?}")),
             Err(Error::Remote(WireError::NotFound)) => ReplicaState::Missing,
             Err(e) => ReplicaState::Corrupt(format!("unreachable: {e}")),
@@ -248,7 +290,9 @@ async fn check_once(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Vec<(String
         out.push((m.addr, state));
     }
     if out.is_empty() {
-        return Err(WireError::Unavailable(format!("no storage server holds {name}")));
+        return Err(WireError::Unavailable(format!(
+            "no storage server holds {name}"
+        )));
     }
     Ok(out)
 }
@@ -259,7 +303,10 @@ pub async fn clean_returned(proxy: &Arc<Proxy>, addr: &str) -> Result<(), Error>
     let parts = proxy.state.lock().unwrap().ring.partitions();
     let mut dropped = 0u32;
     for part in 0..parts {
-        let held = proxy.backends.list(addr, &StorageRequest::ListPartition { part }).await?;
+        let held = proxy
+            .backends
+            .list(addr, &StorageRequest::ListPartition { part })
+            .await?;
         if held.is_empty() {
             continue;
         }
@@ -275,7 +322,11 @@ pub async fn clean_returned(proxy: &Arc<Proxy>, addr: &str) -> Result<(), Error>
             ))));
         }
         sync_partition(proxy, part, &[addr.to_owned()], &owners).await?;
-        match proxy.backends.call(addr, &StorageRequest::DropPartition { part }).await? {
+        match proxy
+            .backends
+            .call(addr, &StorageRequest::DropPartition { part })
+            .await?
+        {
             Response::Ok => dropped += 1,
             other => return Err(unexpected(other)),
         }
@@ -285,13 +336,21 @@ pub async fn clean_returned(proxy: &Arc<Proxy>, addr: &str) -> Result<(), Error>
         o.cleaned = true;
     }
     proxy.save(&st);
-    info!(server = addr, partitions = dropped, "returned server cleaned up");
+    info!(
+        server = addr,
+        partitions = dropped,
+        "returned server cleaned up"
+    );
     Ok(())
 }
 
 /// Repairs what the auditors quarantined: each name is made whole from a good replica.
 pub async fn repair_quarantined(proxy: &Arc<Proxy>, addr: &str) -> Result<usize, Error> {
-    let names = match proxy.backends.call(addr, &StorageRequest::TakeQuarantined).await? {
+    let names = match proxy
+        .backends
+        .call(addr, &StorageRequest::TakeQuarantined)
+        .await?
+    {
         Response::Quarantined(v) => v,
         other => return Err(unexpected(other)),
     };
@@ -299,7 +358,9 @@ pub async fn repair_quarantined(proxy: &Arc<Proxy>, addr: &str) -> Result<usize,
     for name in names {
         match make_whole(proxy, &name).await {
             Ok(_) => info!(server = addr, %name, "repaired a quarantined replica"),
-            Err(e) => warn!(server = addr, %name, error = %e, "cannot repair a quarantined replica"),
+            Err(e) => {
+                warn!(server = addr, %name, error = %e, "cannot repair a quarantined replica")
+            }
         }
     }
     Ok(n)

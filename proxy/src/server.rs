@@ -47,7 +47,9 @@ async fn handle_connection(proxy: Arc<Proxy>, mut conn: Connection) {
             Ok(None) => return,
             Err(Error::Protocol(why)) => {
                 warn!(%why, "malformed request; closing the connection");
-                let _ = conn.write_header(&Response::Error(WireError::BadRequest(why))).await;
+                let _ = conn
+                    .write_header(&Response::Error(WireError::BadRequest(why)))
+                    .await;
                 let _ = conn.flush().await;
                 return;
             }
@@ -97,15 +99,21 @@ fn answer(r: Result<Response, WireError>) -> Outcome {
 async fn dispatch(proxy: &Arc<Proxy>, conn: &mut Connection, req: ClientRequest) -> Outcome {
     match req {
         ClientRequest::Upload { name, size } => object::upload(proxy, conn, name, size).await,
-        ClientRequest::Download { name, offset, len } => object::download(proxy, conn, name, offset, len).await,
+        ClientRequest::Download { name, offset, len } => {
+            object::download(proxy, conn, name, offset, len).await
+        }
         ClientRequest::Stat { name } => object::stat(proxy, name).await,
         ClientRequest::Delete { name } => object::delete(proxy, name).await,
         ClientRequest::List { user } => object::list(proxy, conn, user).await,
         ClientRequest::ListUsers => object::list_users(proxy).await,
         ClientRequest::Status => answer(Ok(Response::Status(proxy.status()))),
         ClientRequest::AddDisk { addr } => answer(proxy.add_disk(addr).await.map(|_| Response::Ok)),
-        ClientRequest::RemoveDisk { addr } => answer(proxy.remove_disk(addr).await.map(|_| Response::Ok)),
-        ClientRequest::Check { name } => answer(repair::check(proxy, &name).await.map(Response::Checked)),
+        ClientRequest::RemoveDisk { addr } => {
+            answer(proxy.remove_disk(addr).await.map(|_| Response::Ok))
+        }
+        ClientRequest::Check { name } => {
+            answer(repair::check(proxy, &name).await.map(Response::Checked))
+        }
         ClientRequest::Repair => answer(worker::start_repair(proxy).map(|_| Response::Ok)),
         ClientRequest::Audit => answer(worker::audit_all(proxy).await.map(|_| Response::Ok)),
     }

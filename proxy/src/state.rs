@@ -61,9 +61,15 @@ pub struct Persisted {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid oss state file: {why}")]
     Corrupt { path: PathBuf, why: String },
     #[error("{path} has state format {found}; this proxy understands {STATE_FORMAT}")]
@@ -104,17 +110,33 @@ impl Persisted {
             why: e.to_string(),
         })?;
         if head.format != STATE_FORMAT {
-            return Err(StateError::Format { path, found: head.format });
+            return Err(StateError::Format {
+                path,
+                found: head.format,
+            });
         }
         let p: Persisted = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        for r in [&p.ring, &p.target] {
-            r.validate().map_err(|e| StateError::Corrupt {
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
+        let corrupt = |why: String| StateError::Corrupt {
+            path: path.clone(),
+            why,
+        };
+        p.target.validate().map_err(|e| corrupt(e.to_string()))?;
+        // The live ring is between two valid rings while moves run; its rows only have to
+        // name known servers and have the right length.
+        if p.ring.assignment.len() != p.ring.partitions() as usize {
+            return Err(corrupt(
+                "live ring has the wrong number of partitions".into(),
+            ));
+        }
+        for row in &p.ring.assignment {
+            if row.len() != usize::from(p.ring.replicas)
+                || row.iter().any(|&d| p.addr_of(d).is_none())
+            {
+                return Err(corrupt("live ring names an unknown server".into()));
+            }
         }
         Ok(Some(p))
     }
@@ -123,14 +145,19 @@ impl Persisted {
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let path = Self::path(dir);
         let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
-        let werr = |source| StateError::Write { path: path.clone(), source };
+        let werr = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
         let text = serde_json::to_vec_pretty(self).expect("state serializes");
         let mut f = fs::File::create(&tmp).map_err(werr)?;
         f.write_all(&text).map_err(werr)?;
         f.sync_all().map_err(werr)?;
         drop(f);
         fs::rename(&tmp, &path).map_err(werr)?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(werr)?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(werr)?;
         Ok(())
     }
 
@@ -178,9 +205,15 @@ mod tests {
         let mut p = Persisted::new(ring());
         p.format = 99;
         p.save(dir.path()).unwrap();
-        assert!(matches!(Persisted::load(dir.path()), Err(StateError::Format { found: 99, .. })));
+        assert!(matches!(
+            Persisted::load(dir.path()),
+            Err(StateError::Format { found: 99, .. })
+        ));
         fs::write(Persisted::path(dir.path()), "{not json").unwrap();
-        assert!(matches!(Persisted::load(dir.path()), Err(StateError::Corrupt { .. })));
+        assert!(matches!(
+            Persisted::load(dir.path()),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -190,7 +223,12 @@ mod tests {
         let owners = r.replicas_of(3).to_vec();
         let other = (0..3).find(|d| !owners.contains(d)).unwrap();
         p.queue.push(QueuedMove {
-            mv: Move { part: 3, replica: 0, from: owners[0], to: other },
+            mv: Move {
+                part: 3,
+                replica: 0,
+                from: owners[0],
+                to: other,
+            },
             kind: MoveKind::Rebalance,
             job: 0,
         });

@@ -49,7 +49,7 @@ pub fn forget_finished_leavers(st: &mut Persisted) {
 /// Runs queued moves forever, in order.
 pub async fn move_worker(proxy: Arc<Proxy>) {
     loop {
-        let next = proxy.state.lock().unwrap().queue.first().cloned();
+        let next = next_move(&proxy.state.lock().unwrap());
         let Some(q) = next else {
             tokio::select! {
                 _ = proxy.work.notified() => {}
@@ -67,7 +67,7 @@ pub async fn move_worker(proxy: Arc<Proxy>) {
                         j.errors += 1;
                     }
                     // Let other partitions go first; this one's moves keep their order.
-                    if st.queue.first().map(|h| h.mv) == Some(q.mv) {
+                    if st.queue.iter().any(|h| h.mv == q.mv) {
                         let (stuck, rest): (Vec<_>, Vec<_>) =
                             st.queue.drain(..).partition(|x| x.mv.part == q.mv.part);
                         st.queue = rest;
@@ -111,7 +111,9 @@ async fn run_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> Result<(u64, u64), Wire
     // rebalance reads them too: they may hold writes the source missed.
     sources.extend(others.into_iter().filter(|a| health.is_up(a)));
     if sources.is_empty() {
-        return Err(WireError::Unavailable(format!("no live replica of partition {part} to copy from")));
+        return Err(WireError::Unavailable(format!(
+            "no live replica of partition {part} to copy from"
+        )));
     }
     sync_partition(proxy, part, &sources, std::slice::from_ref(&to))
         .await
@@ -123,41 +125,70 @@ async fn run_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> Result<(u64, u64), Wire
 async fn flip(proxy: &Arc<Proxy>, q: &QueuedMove, objects: u64, bytes: u64) {
     let drop_from = {
         let mut st = proxy.state.lock().unwrap();
-        if st.queue.first().map(|h| h.mv) != Some(q.mv) {
-            // The plan changed under us (a server went offline); redo from the new head.
+        let Some(drop_from) = record_flip(&mut st, q, bytes) else {
+            // The plan changed under us (a server went offline); start over from the queue.
             return;
-        }
-        if st.ring.device(q.mv.to).is_none() {
-            if let Some(d) = st.target.device(q.mv.to).cloned() {
-                st.ring.devices.push(d);
-                st.ring.devices.sort_by_key(|d| d.id);
-                st.ring.next_id = st.ring.next_id.max(st.target.next_id);
-            }
-        }
-        st.ring.apply_move(&q.mv);
-        st.ring.epoch += 1;
-        st.queue.remove(0);
-        if let Some(j) = st.jobs.get_mut(q.job) {
-            j.done += 1;
-            j.bytes += bytes;
-        }
-        if !st.queue.iter().any(|x| x.job == q.job) {
-            finish_job(&mut st, q.job);
-        }
-        let from_addr = st.addr_of(q.mv.from).map(str::to_owned);
-        let still_member = st.replica_set(q.mv.part).contains(&q.mv.from);
-        forget_finished_leavers(&mut st);
+        };
         proxy.save(&st);
-        tracing::debug!(part = q.mv.part, objects, bytes, epoch = st.ring.epoch, "partition replica moved");
-        from_addr.filter(|_| q.kind == MoveKind::Rebalance && !still_member)
+        tracing::debug!(
+            part = q.mv.part,
+            objects,
+            bytes,
+            epoch = st.ring.epoch,
+            "partition replica moved"
+        );
+        drop_from
     };
     if let Some(addr) = drop_from {
         if proxy.backends.health.is_up(&addr) {
-            if let Err(e) = proxy.backends.call(&addr, &StorageRequest::DropPartition { part: q.mv.part }).await {
+            if let Err(e) = proxy
+                .backends
+                .call(&addr, &StorageRequest::DropPartition { part: q.mv.part })
+                .await
+            {
                 warn!(server = %addr, part = q.mv.part, error = %e, "cannot drop a moved partition");
             }
         }
     }
+}
+
+/// The move to run next: queue order, except that a move onto a server that still holds
+/// another replica of the partition waits for that replica to move away first (different
+/// slots of one partition are independent, and moves of one slot are merged when queued,
+/// so this never reorders dependent moves).
+pub fn next_move(st: &Persisted) -> Option<QueuedMove> {
+    st.queue
+        .iter()
+        .find(|q| !st.ring.replicas_of(q.mv.part).contains(&q.mv.to))
+        .or(st.queue.first())
+        .cloned()
+}
+
+/// Flips one finished move into the live ring (new epoch). `None` if the move is no longer
+/// queued; otherwise `Some(address to drop the partition from)`, if any.
+pub fn record_flip(st: &mut Persisted, q: &QueuedMove, bytes: u64) -> Option<Option<String>> {
+    let i = st.queue.iter().position(|x| x.mv == q.mv)?;
+    if st.ring.device(q.mv.to).is_none() {
+        if let Some(d) = st.target.device(q.mv.to).cloned() {
+            st.ring.devices.push(d);
+            st.ring.devices.sort_by_key(|d| d.id);
+            st.ring.next_id = st.ring.next_id.max(st.target.next_id);
+        }
+    }
+    st.ring.apply_move(&q.mv);
+    st.ring.epoch += 1;
+    st.queue.remove(i);
+    if let Some(j) = st.jobs.get_mut(q.job) {
+        j.done += 1;
+        j.bytes += bytes;
+    }
+    if !st.queue.iter().any(|x| x.job == q.job) {
+        finish_job(st, q.job);
+    }
+    let from_addr = st.addr_of(q.mv.from).map(str::to_owned);
+    let still_member = st.replica_set(q.mv.part).contains(&q.mv.from);
+    forget_finished_leavers(st);
+    Some(from_addr.filter(|_| q.kind == MoveKind::Rebalance && !still_member))
 }
 
 /// One round of disk checks, then the state changes they imply.
@@ -222,13 +253,22 @@ pub async fn check_servers(proxy: &Arc<Proxy>) {
             changed = true;
             info!(server = %o.addr, state = %s, "server outside the ring changed state");
         }
-        if up && !o.cleaned && (o.state == ServerState::Back || new_state == Some(ServerState::Back)) {
+        if up
+            && !o.cleaned
+            && (o.state == ServerState::Back || new_state == Some(ServerState::Back))
+        {
             // Not holding any lock: the clean-up talks to servers.
             let p = proxy.clone();
             let addr = o.addr.clone();
             tokio::spawn(async move {
                 let _admin = p.admin.lock().await;
-                let still = p.state.lock().unwrap().outside.iter().any(|x| x.addr == addr && !x.cleaned);
+                let still = p
+                    .state
+                    .lock()
+                    .unwrap()
+                    .outside
+                    .iter()
+                    .any(|x| x.addr == addr && !x.cleaned);
                 if still {
                     if let Err(e) = crate::repair::clean_returned(&p, &addr).await {
                         warn!(server = %addr, error = %e, "clean-up of a returned server failed; will retry");
@@ -272,7 +312,10 @@ pub async fn audit_all(proxy: &Arc<Proxy>) -> Result<(), WireError> {
     for m in servers.clone() {
         let p = proxy.clone();
         tasks.spawn(async move {
-            let r = p.backends.call_within(&m.addr, &StorageRequest::Audit, AUDIT_DEADLINE).await;
+            let r = p
+                .backends
+                .call_within(&m.addr, &StorageRequest::Audit, AUDIT_DEADLINE)
+                .await;
             (m, r)
         });
     }
@@ -293,7 +336,10 @@ pub async fn audit_all(proxy: &Arc<Proxy>) -> Result<(), WireError> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(WireError::Unavailable(format!("audit incomplete: {}", failed.join("; "))))
+        Err(WireError::Unavailable(format!(
+            "audit incomplete: {}",
+            failed.join("; ")
+        )))
     }
 }
 
@@ -329,7 +375,12 @@ pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
                     Ok((objects, b)) => {
                         bytes = b;
                         if objects > 0 {
-                            info!(part, objects, bytes = b, "repair: replicas brought up to date");
+                            info!(
+                                part,
+                                objects,
+                                bytes = b,
+                                "repair: replicas brought up to date"
+                            );
                         }
                     }
                     Err(e) => {

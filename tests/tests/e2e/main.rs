@@ -13,3 +13,4 @@ mod bad_input;
 mod concurrency;
 mod core;
 mod restart;
+mod fuse;
