@@ -213,6 +213,8 @@ pub enum StorageRequest {
     Audit,
     /// Names quarantined by the auditor since the last ask. Answer: `Quarantined`.
     TakeQuarantined,
+    /// Which partitions hold at least one file (object or tombstone). Answer: `Partitions`.
+    ListPartitions,
 }
 
 /// The state of one replica, as `Check` finds it.
@@ -334,6 +336,7 @@ pub enum Response {
     Audited(AuditStats),
     Quarantined(Vec<ObjectName>),
     Status(ClusterStatus),
+    Partitions(Vec<u32>),
     Error(WireError),
 }
 

@@ -300,16 +300,8 @@ async fn check_once(
 /// A server that was declared offline answers again: whatever it holds that its owners
 /// lack (a version newer than theirs) is pushed to them, then its partitions are dropped.
 pub async fn clean_returned(proxy: &Arc<Proxy>, addr: &str) -> Result<(), Error> {
-    let parts = proxy.state.lock().unwrap().ring.partitions();
     let mut dropped = 0u32;
-    for part in 0..parts {
-        let held = proxy
-            .backends
-            .list(addr, &StorageRequest::ListPartition { part })
-            .await?;
-        if held.is_empty() {
-            continue;
-        }
+    for part in held_partitions(proxy, addr).await? {
         let owners: Vec<String> = proxy
             .replica_members(part)
             .into_iter()
@@ -364,4 +356,52 @@ pub async fn repair_quarantined(proxy: &Arc<Proxy>, addr: &str) -> Result<usize,
         }
     }
     Ok(n)
+}
+
+/// The partitions a server holds files of.
+pub async fn held_partitions(proxy: &Arc<Proxy>, addr: &str) -> Result<Vec<u32>, Error> {
+    match proxy
+        .backends
+        .call(addr, &StorageRequest::ListPartitions)
+        .await?
+    {
+        Response::Partitions(v) => Ok(v),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Copies left on a server that does not own their partition (a stand-in took a write
+/// while an owner was down, or a write raced a partition move) are pushed to the owners if
+/// newer, then dropped. Only done while every owner of the partition is up, so no stand-in
+/// write can be landing there. Returns the partitions dropped.
+pub async fn revert_strays(
+    proxy: &Arc<Proxy>,
+    addr: &str,
+    id: oss_proto::ring::DevId,
+) -> Result<u32, Error> {
+    let mut dropped = 0;
+    for part in held_partitions(proxy, addr).await? {
+        let members = proxy.replica_members(part);
+        if members.iter().any(|m| m.id == id) {
+            continue;
+        }
+        if members.is_empty() || !members.iter().all(|m| proxy.backends.health.is_up(&m.addr)) {
+            continue;
+        }
+        let owners: Vec<String> = members.into_iter().map(|m| m.addr).collect();
+        sync_partition(proxy, part, &[addr.to_owned()], &owners).await?;
+        match proxy
+            .backends
+            .call(addr, &StorageRequest::DropPartition { part })
+            .await?
+        {
+            Response::Ok => dropped += 1,
+            other => return Err(unexpected(other)),
+        }
+        info!(
+            server = addr,
+            part, "stray copies handed to the owners and dropped"
+        );
+    }
+    Ok(dropped)
 }

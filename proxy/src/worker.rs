@@ -396,7 +396,28 @@ pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
                 j.errors = errors;
             }
         }
+        // Copies on servers that do not own their partition (stand-in writes).
+        let servers: Vec<(String, DevId)> = {
+            let st = p.state.lock().unwrap();
+            st.ring
+                .devices
+                .iter()
+                .map(|d| (d.addr.clone(), d.id))
+                .collect()
+        };
+        for (addr, id) in servers {
+            if !p.backends.health.is_up(&addr) {
+                continue;
+            }
+            if let Err(e) = crate::repair::revert_strays(&p, &addr, id).await {
+                warn!(server = %addr, error = %e, "repair: stray copies not reverted");
+                errors += 1;
+            }
+        }
         let mut st = p.state.lock().unwrap();
+        if let Some(j) = st.jobs.get_mut(job) {
+            j.errors = errors;
+        }
         finish_job(&mut st, job);
         p.save(&st);
         info!(errors, "repair pass finished");

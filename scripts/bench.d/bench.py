@@ -63,7 +63,7 @@ class Config:
         self.heal_mb = env_num("BENCH_HEAL_MB", 512, 64, q)
         self.obj_mb = env_num("BENCH_OBJ_MB", 4, 4, q)
         self.ls_files = env_num("BENCH_LS_FILES", 10000, 10000, q)
-        self.repeat = max(1, env_num("BENCH_REPEAT", 1, 3, q))
+        self.repeat = max(1, env_num("BENCH_REPEAT", 3, 3, q))
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -1025,8 +1025,12 @@ class Bench:
         load0 = os.getloadavg()
         t_start = time.perf_counter()
         started = datetime.datetime.now(datetime.timezone.utc)
+        interrupted = False
         for s in self.sections:
             self.section = s
+            if interrupted:
+                self.status[s] = "failed: not run (interrupted)"
+                continue
             t = time.perf_counter()
             self.say(f"start ({self.sizes_of(s)})")
             try:
@@ -1036,10 +1040,15 @@ class Bench:
                 self.status[s] = f"skipped: {e}"
             except (CmdFailed, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
                 self.status[s] = f"failed: {e}"
+            except KeyboardInterrupt:
+                self.status[s] = "failed: interrupted"
+                interrupted = True
             self.say(f"{self.status[s]} in {time.perf_counter() - t:.1f} s")
         self.section = None
         meta = self.meta(started, load0, time.perf_counter() - t_start)
         self.emit(meta)
+        if interrupted:
+            return 130
         return 0 if all(not v.startswith("failed") for v in self.status.values()) else 1
 
     def sizes_of(self, s):

@@ -67,6 +67,7 @@ pub fn span(req: &StorageRequest) -> Span {
         StorageRequest::Ping => info_span!("ping"),
         StorageRequest::Audit => info_span!("audit"),
         StorageRequest::TakeQuarantined => info_span!("take_quarantined"),
+        StorageRequest::ListPartitions => info_span!("list_partitions"),
     }
 }
 
@@ -102,6 +103,7 @@ pub async fn handle(ctx: &Ctx, conn: &mut Connection, req: StorageRequest) -> Co
         StorageRequest::Ping => ping(ctx).await,
         StorageRequest::Audit => ctx.auditor.run_pass().await.map(Response::Audited),
         StorageRequest::TakeQuarantined => Ok(Response::Quarantined(ctx.store.take_quarantined())),
+        StorageRequest::ListPartitions => Ok(Response::Partitions(ctx.store.partitions())),
     };
     reply(ctx, conn, answer, started).await
 }

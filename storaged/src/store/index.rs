@@ -96,6 +96,11 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// Partitions holding at least one entry, ascending.
+    pub fn parts(&self) -> Vec<u32> {
+        self.by_part.keys().copied().collect()
+    }
+
     /// Users with at least one live object, sorted.
     pub fn users(&self) -> Vec<String> {
         let mut v: Vec<String> = self.live_per_user.keys().cloned().collect();

@@ -714,6 +714,11 @@ impl Store {
         self.index().list_part(part)
     }
 
+    /// Partitions holding at least one entry, ascending.
+    pub fn partitions(&self) -> Vec<u32> {
+        self.index().parts()
+    }
+
     /// Users with at least one live object.
     pub fn users(&self) -> Vec<String> {
         self.index().users()

@@ -364,7 +364,12 @@ fn drop_partition_removes_only_that_partition() {
     }
     let p = part(&names[0]);
     let in_p: Vec<_> = names.iter().filter(|n| part(n) == p).collect();
+    let mut held: Vec<u32> = names.iter().map(part).collect();
+    held.sort();
+    held.dedup();
+    assert_eq!(s.partitions(), held);
     assert_eq!(s.drop_partition(p).unwrap(), in_p.len());
+    assert!(!s.partitions().contains(&p));
     assert!(s.list_partition(p).is_empty());
     assert!(!s.part_dir(p).exists());
     for n in &names {

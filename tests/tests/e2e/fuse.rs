@@ -110,8 +110,7 @@ impl Mount {
     /// Mounts ossfs for cluster `c` on a fresh `/tmp/ossfs-it-TAG-PID-N`.
     fn start(c: &Cluster, tag: &str) -> Mount {
         let n = MOUNTS.fetch_add(1, Ordering::Relaxed);
-        let mnt =
-            std::env::temp_dir().join(format!("ossfs-it-{tag}-{}-{n}", std::process::id()));
+        let mnt = std::env::temp_dir().join(format!("ossfs-it-{tag}-{}-{n}", std::process::id()));
         // A stale mount with this name, left by a killed earlier run.
         if is_mounted(&mnt) {
             lazy_umount(&mnt);
@@ -158,7 +157,9 @@ impl Mount {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start ossfs: {e}"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start ossfs: {e}"))?;
         let pid = child.id() as libc::pid_t;
         let (tx, rx) = mpsc::channel();
         let err = child.stderr.take().expect("piped stderr");
@@ -449,7 +450,12 @@ fn fuse_writes_are_visible_to_the_cli_after_close() {
     sh_ok(&m, &format!("printf tail >> {}", m.p("alice/remote.bin")));
     let mut appended = base.clone();
     appended.extend_from_slice(b"tail");
-    assert_cli_content(&c, "alice/remote.bin", &appended, "after >> onto a CLI file");
+    assert_cli_content(
+        &c,
+        "alice/remote.bin",
+        &appended,
+        "after >> onto a CLI file",
+    );
 
     // dd conv=fsync.
     let dd_src = c.work().join("dd.src");
@@ -489,11 +495,20 @@ fn fuse_writes_are_visible_to_the_cli_after_close() {
         let mut f = fs::File::create(m.path("alice/fsynced")).unwrap();
         f.write_all(b"synced bytes").unwrap();
         f.sync_all().expect("fsync on the mount");
-        assert_cli_content(&c, "alice/fsynced", b"synced bytes", "after fsync, before close");
+        assert_cli_content(
+            &c,
+            "alice/fsynced",
+            b"synced bytes",
+            "after fsync, before close",
+        );
     }
 
     // What the mount reads back is the same too.
-    assert_eq!(md5_file_hex(&m.path("alice/big.bin")), want, "read back via std::fs");
+    assert_eq!(
+        md5_file_hex(&m.path("alice/big.bin")),
+        want,
+        "read back via std::fs"
+    );
 }
 
 /// Files the CLI uploads, replaces and deletes show on the mount within the cache TTL.
@@ -586,7 +601,9 @@ fn fuse_listings_stat_and_df() {
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cols.len(), 7, "unexpected ls -l line {line:?}");
         assert!(cols[0].starts_with('-'), "not a regular file: {line:?}");
-        let size: u64 = cols[4].parse().unwrap_or_else(|_| panic!("size in {line:?}"));
+        let size: u64 = cols[4]
+            .parse()
+            .unwrap_or_else(|_| panic!("size in {line:?}"));
         seen.insert(cols[6].to_string(), size);
     }
     let want: BTreeMap<String, u64> = cli.iter().map(|(k, v)| (k.clone(), v.0)).collect();
@@ -599,7 +616,10 @@ fn fuse_listings_stat_and_df() {
         let cols: Vec<&str> = s.split_whitespace().collect();
         assert_eq!(cols[0], len.to_string(), "stat size of {name}: {s:?}");
         let mtime: u64 = cols[1].parse().unwrap();
-        let lo = before.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let lo = before
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(mtime >= lo, "stat mtime of {name} is not recent: {s:?}");
         assert!(s.contains("regular"), "{name}: {s:?}");
         let md = fs::metadata(m.path(name)).unwrap();
@@ -610,9 +630,14 @@ fn fuse_listings_stat_and_df() {
     // df: a non-zero size for the mount.
     let out = ok(&m, "df", &["-B1", "--output=size,target", &m.p("")]);
     let s = out.stdout_str();
-    let line = s.lines().nth(1).unwrap_or_else(|| panic!("df printed {s:?}"));
+    let line = s
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("df printed {s:?}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
-    let size: u64 = cols[0].parse().unwrap_or_else(|_| panic!("df size in {line:?}"));
+    let size: u64 = cols[0]
+        .parse()
+        .unwrap_or_else(|_| panic!("df size in {line:?}"));
     assert!(size > 0, "df shows size 0: {s:?}");
     assert_eq!(cols[1], path_str(&m.mnt), "df target: {s:?}");
     let out = ok(&m, "df", &["-T", &m.p("")]);
@@ -660,7 +685,10 @@ fn fuse_head_tail_and_ranges_of_a_large_file() {
             "status=none",
         ],
     );
-    assert!(out.stdout == data[off..off + 100], "dd from the middle: wrong bytes");
+    assert!(
+        out.stdout == data[off..off + 100],
+        "dd from the middle: wrong bytes"
+    );
 
     // std::fs: seek + read.
     let mut f = fs::File::open(m.path("alice/big")).unwrap();
@@ -728,7 +756,11 @@ fn fuse_truncate_rm_and_mv() {
     c.assert_not_found("alice/a");
     assert_cli_content(&c, "alice/a2", &a, "after mv within alice");
     assert!(!m.path("alice/a").exists(), "old name still on the mount");
-    assert_eq!(md5_file_hex(&m.path("alice/a2")), md5_hex(&a), "new name on the mount");
+    assert_eq!(
+        md5_file_hex(&m.path("alice/a2")),
+        md5_hex(&a),
+        "new name on the mount"
+    );
 
     // mv between users.
     ok(&m, "mv", &[&m.p("alice/a2"), &m.p("bob/from-alice")]);
@@ -743,7 +775,11 @@ fn fuse_truncate_rm_and_mv() {
     ok(&m, "mv", &[&m.p("alice/d"), &m.p("bob/keep")]);
     c.assert_not_found("alice/d");
     assert_cli_content(&c, "bob/keep", &d, "after mv onto an existing file");
-    assert_eq!(fs::read(m.path("bob/keep")).unwrap(), d, "replaced file on the mount");
+    assert_eq!(
+        fs::read(m.path("bob/keep")).unwrap(),
+        d,
+        "replaced file on the mount"
+    );
     // std::fs::rename too.
     fs::rename(m.path("bob/keep"), m.path("bob/keep2")).expect("std::fs::rename");
     assert_cli_content(&c, "bob/keep2", &d, "after std::fs::rename");
@@ -776,7 +812,10 @@ fn fuse_mkdir_and_rmdir_of_users() {
     wait_visible(&m.path("alice/f"), 12);
 
     ok(&m, "mkdir", &[&m.p("bob")]);
-    assert!(fs::metadata(m.path("bob")).unwrap().is_dir(), "bob after mkdir");
+    assert!(
+        fs::metadata(m.path("bob")).unwrap().is_dir(),
+        "bob after mkdir"
+    );
     let out = ok(&m, "ls", &[&m.p("")]);
     assert_eq!(out.stdout_str(), "alice\nbob\n", "ls root after mkdir bob");
     let out = ok(&m, "ls", &[&m.p("bob")]);
@@ -798,7 +837,10 @@ fn fuse_mkdir_and_rmdir_of_users() {
     let e = fs::remove_dir(m.path("alice")).expect_err("rmdir of a non-empty user");
     assert_eq!(errno_of(&e), libc::ENOTEMPTY, "rmdir alice: {e}");
     let out = tool("rmdir", &[&m.p("alice")]);
-    assert!(!out.status.success(), "shell rmdir of a non-empty user succeeded");
+    assert!(
+        !out.status.success(),
+        "shell rmdir of a non-empty user succeeded"
+    );
     assert_cli_content(&c, "alice/f", b"alice's file", "after a refused rmdir");
 
     // No directories below a user.
@@ -817,7 +859,11 @@ fn fuse_mkdir_and_rmdir_of_users() {
         "no clear log line for mkdir below a user; ossfs logged:\n{}",
         m.log_since(from)
     );
-    assert_eq!(cli_list(&c, "alice").len(), 1, "mkdir below a user stored something");
+    assert_eq!(
+        cli_list(&c, "alice").len(),
+        1,
+        "mkdir below a user stored something"
+    );
 
     // A user made on the mount becomes real with its first file.
     fs::create_dir(m.path("dave")).unwrap();
@@ -848,7 +894,11 @@ fn fuse_errors_missing_files_and_bad_names() {
     }
     let out = tool("cat", &[&m.p("alice/missing")]);
     assert!(!out.status.success());
-    assert!(out.stderr_str().contains("No such file"), "cat: {}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("No such file"),
+        "cat: {}",
+        out.stderr_str()
+    );
     // Writing into a user that does not exist (and was not made with mkdir).
     let e = fs::write(m.path("nobody/x"), b"x").expect_err("write into a missing user");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
@@ -868,7 +918,7 @@ fn fuse_errors_missing_files_and_bad_names() {
     fs::write(m.path(&format!("alice/{max}")), b"max").expect("255-byte name");
     assert_cli_content(&c, &format!("alice/{max}"), b"max", "255-byte name");
     let names: Vec<String> = cli_list(&c, "alice").into_keys().collect();
-    assert_eq!(names, vec![max.clone(), "f".to_string()], "what alice has");
+    assert_eq!(names, vec!["f".to_string(), max.clone()], "what alice has");
 
     // Files only live in a user's folder.
     let e = fs::write(m.path("top.txt"), b"x").expect_err("a file at the top level");
@@ -876,14 +926,142 @@ fn fuse_errors_missing_files_and_bad_names() {
     // A user name over 255 bytes.
     let e = fs::create_dir(m.path(&"u".repeat(256))).expect_err("256-byte user");
     let n = errno_of(&e);
-    assert!(n == libc::ENAMETOOLONG || n == libc::EINVAL, "256-byte user: {e}");
+    assert!(
+        n == libc::ENAMETOOLONG || n == libc::EINVAL,
+        "256-byte user: {e}"
+    );
     let out = ok(&m, "ls", &[&m.p("")]);
     assert_eq!(out.stdout_str(), "alice\n", "users at the end");
 }
 
-/// With every storage server down, `close()` of a written file fails (cp exits non-zero,
-/// close(2) returns -1/EIO), nothing half-written is stored, and the mount works again once
-/// the servers are back.
+/// A `cp` from a FIFO: the test decides when its bytes arrive, so the destination on the
+/// mount is open (and being written) while the test changes the world around it.
+struct FifoCp {
+    child: Option<Child>,
+    writer: Option<fs::File>,
+}
+
+impl FifoCp {
+    /// Starts `cp FIFO DST` and opens the FIFO's write end (waits until cp reads it).
+    fn start(work: &Path, tag: &str, dst: &Path) -> FifoCp {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let fifo = work.join(format!("{tag}.fifo"));
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let child = Command::new("cp")
+            .arg(&fifo)
+            .arg(dst)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cp");
+        let mut me = FifoCp {
+            child: Some(child),
+            writer: None,
+        };
+        // Non-blocking open fails (ENXIO) until cp has opened the read end.
+        let t = Instant::now();
+        let w = loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+            {
+                Ok(w) => break w,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    if let Some(st) = me.child.as_mut().unwrap().try_wait().unwrap() {
+                        panic!("cp exited ({st}) before reading the FIFO: {}", me.stderr());
+                    }
+                    assert!(
+                        t.elapsed() < Duration::from_secs(20),
+                        "cp never opened the FIFO"
+                    );
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("open FIFO: {e}"),
+            }
+        };
+        // Back to blocking writes.
+        // SAFETY: fcntl on an fd we own.
+        unsafe {
+            use std::os::unix::io::AsRawFd;
+            let fd = w.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        me.writer = Some(w);
+        me
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        self.writer
+            .as_mut()
+            .expect("FIFO open")
+            .write_all(data)
+            .expect("write to the FIFO (cp died?)");
+    }
+
+    /// Closes the FIFO (cp sees EOF, closes its destination) and waits for cp.
+    fn finish(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        self.writer = None;
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let err = self.stderr();
+                self.child = None;
+                return (st, err);
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "cp did not finish within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(e) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for FifoCp {
+    fn drop(&mut self) {
+        self.writer = None;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls until the file being written at `path` shows at least `len` bytes on the mount.
+fn wait_growing(path: &Path, len: u64) {
+    let t = Instant::now();
+    while fs::metadata(path).map(|m| m.len()).unwrap_or(0) < len {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} never reached {len} bytes: {:?}",
+            path.display(),
+            fs::metadata(path)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Storage servers die while files on the mount are open for writing: `close()` fails
+/// (cp exits non-zero, close(2) returns -1/EIO, fsync EIO), nothing half-written is stored,
+/// and the mount works again once the servers are back.
 #[test]
 fn fuse_close_fails_when_storage_is_down() {
     let Some((mut c, m)) = setup("fuse_fail", 2) else {
@@ -894,52 +1072,78 @@ fn fuse_close_fails_when_storage_is_down() {
     assert_cli_content(&c, "alice/before", b"before", "before the failure");
     let src = c.work().join("src");
     let want = write_pseudo_random_file(&src, 50, 2 << 20);
+    let chunk = pseudo_random(51, 1 << 20);
+
+    // Opened while the servers are up.
+    let mut cp = FifoCp::start(&c.work(), "lost-cp", &m.path("alice/lost-cp"));
+    cp.write(&chunk);
+    wait_growing(&m.path("alice/lost-cp"), chunk.len() as u64);
+    let mut raw = fs::File::create(m.path("alice/lost-raw")).expect("create lost-raw");
+    raw.write_all(&chunk).unwrap();
+    let mut synced = fs::File::create(m.path("alice/lost-fsync")).expect("create lost-fsync");
+    synced.write_all(b"abc").unwrap();
 
     for s in c.storage.iter_mut() {
         s.kill();
     }
-    // cp must report the failed upload.
     let from = m.log_len();
+
+    // cp: the rest of its input, then EOF; its close() of the destination must fail.
+    cp.write(&chunk);
     let t = Instant::now();
-    let out = tool("cp", &[path_str(&src), &m.p("alice/lost-cp")]);
-    eprintln!("cp with storage down: {} after {:?}: {}", out.status, t.elapsed(), out.stderr_str().trim());
+    let (st, err) = cp.finish(Duration::from_secs(90));
+    eprintln!(
+        "cp with storage down: {st} after {:?}: {}",
+        t.elapsed(),
+        err.trim()
+    );
     assert!(
-        !out.status.success(),
+        !st.success(),
         "cp into the mount succeeded with every storage server down; ossfs logged:\n{}",
         m.log_since(from)
     );
-    assert!(
-        out.stderr_str().contains("Input/output error") || !out.stderr_str().is_empty(),
-        "cp failed without a message"
-    );
+    assert!(!err.trim().is_empty(), "cp failed without a message");
 
-    // close(2) on a raw fd returns -1 with EIO.
-    let f = fs::File::create(m.path("alice/lost-raw")).expect("create with storage down");
-    let mut f = f;
-    let wrote = f.write_all(&pseudo_random(51, 300_000));
-    let fd = f.into_raw_fd();
+    // close(2) on a raw fd: -1 with EIO.
+    let more = raw.write_all(&chunk);
+    let fd = raw.into_raw_fd();
     // SAFETY: we own fd (into_raw_fd) and close it exactly once.
     let r = unsafe { libc::close(fd) };
     let err = std::io::Error::last_os_error();
-    if wrote.is_ok() {
-        assert_eq!(r, -1, "close() returned 0 with every storage server down");
-        assert_eq!(err.raw_os_error(), Some(libc::EIO), "close(): {err}");
-    }
+    eprintln!("write with storage down: {more:?}; close: {r} ({err})");
+    assert_eq!(
+        r,
+        -1,
+        "close() returned 0 with every storage server down; ossfs logged:\n{}",
+        m.log_since(from)
+    );
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "close(): {err}");
 
-    // fsync reports it as well.
-    let mut f = fs::File::create(m.path("alice/lost-fsync")).expect("create");
-    if f.write_all(b"abc").is_ok() {
-        let e = f.sync_all().expect_err("fsync with every storage server down");
-        assert_eq!(errno_of(&e), libc::EIO, "fsync: {e}");
-    }
-    drop(f);
+    // fsync: EIO too.
+    let e = synced
+        .sync_all()
+        .expect_err("fsync succeeded with every storage server down");
+    assert_eq!(errno_of(&e), libc::EIO, "fsync: {e}");
+    drop(synced);
+
+    // A new file: the name cannot even be checked; it fails at once (not silently).
+    let out = tool("cp", &[path_str(&src), &m.p("alice/lost-new")]);
+    assert!(
+        !out.status.success(),
+        "cp of a new file with storage down succeeded"
+    );
 
     for s in c.storage.iter_mut() {
         s.restart();
     }
     c.wait_all_online(Duration::from_secs(60));
     // Nothing half-written: the failed files do not exist.
-    for n in ["alice/lost-cp", "alice/lost-raw", "alice/lost-fsync"] {
+    for n in [
+        "alice/lost-cp",
+        "alice/lost-raw",
+        "alice/lost-fsync",
+        "alice/lost-new",
+    ] {
         c.assert_not_found(n);
     }
     assert_cli_content(&c, "alice/before", b"before", "after the failure");
@@ -990,12 +1194,24 @@ fn fuse_unmount_and_remount_keeps_everything() {
         m.log_text()
     );
     // Unmounted: the directory is the plain, empty directory again.
-    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 0, "files left in the mount dir");
+    assert_eq!(
+        fs::read_dir(&m.mnt).unwrap().count(),
+        0,
+        "files left in the mount dir"
+    );
 
     m.spawn().unwrap_or_else(|e| panic!("remount: {e}"));
     for (name, h) in &want {
-        assert_eq!(&md5_file_hex(&m.path(name)), h, "{name} on the remounted fs");
-        assert_eq!(&md5_hex(&c.download_bytes(name).unwrap()), h, "{name} via the CLI");
+        assert_eq!(
+            &md5_file_hex(&m.path(name)),
+            h,
+            "{name} on the remounted fs"
+        );
+        assert_eq!(
+            &md5_hex(&c.download_bytes(name).unwrap()),
+            h,
+            "{name} via the CLI"
+        );
     }
     let out = ok(&m, "ls", &[&m.p("")]);
     assert_eq!(out.stdout_str(), "alice\nbob\n");
@@ -1019,7 +1235,10 @@ fn fuse_unmount_and_remount_keeps_everything() {
     }
     drop(f);
     let st = m.wait_exit(Duration::from_secs(30));
-    assert!(st.success(), "ossfs exit after SIGTERM with an open file: {st}");
+    assert!(
+        st.success(),
+        "ossfs exit after SIGTERM with an open file: {st}"
+    );
     assert!(!is_mounted(&m.mnt), "still mounted");
     m.spawn().unwrap_or_else(|e| panic!("second remount: {e}"));
     assert_eq!(fs::read(m.path("alice/open-at-exit")).unwrap(), dirty);
@@ -1038,7 +1257,10 @@ fn fuse_stale_mount_is_replaced() {
     fs::write(m.path("alice/f"), &d).unwrap();
 
     m.kill();
-    assert!(is_mounted(&m.mnt), "the mount vanished with the killed ossfs");
+    assert!(
+        is_mounted(&m.mnt),
+        "the mount vanished with the killed ossfs"
+    );
     let e = fs::metadata(&m.mnt).expect_err("stat of a stale mount");
     assert_eq!(errno_of(&e), libc::ENOTCONN, "stat of a stale mount: {e}");
     let out = tool("stat", &[path_str(&m.mnt)]);
@@ -1050,13 +1272,18 @@ fn fuse_stale_mount_is_replaced() {
     );
 
     let from = m.log_len();
-    m.spawn().unwrap_or_else(|e| panic!("ossfs on a stale mount: {e}"));
+    m.spawn()
+        .unwrap_or_else(|e| panic!("ossfs on a stale mount: {e}"));
     assert!(
         m.log_since(from).contains("stale mount"),
         "no clear message about the stale mount; ossfs logged:\n{}",
         m.log_since(from)
     );
-    assert_eq!(fs::read(m.path("alice/f")).unwrap(), d, "file after replacing the mount");
+    assert_eq!(
+        fs::read(m.path("alice/f")).unwrap(),
+        d,
+        "file after replacing the mount"
+    );
     fs::write(m.path("alice/g"), b"after").unwrap();
     assert_cli_content(&c, "alice/g", b"after", "write after replacing the mount");
     // Exactly one mount on the directory now.
@@ -1070,79 +1297,87 @@ fn fuse_stale_mount_is_replaced() {
 }
 
 /// A big `cp` into the mount does not stall other operations: `ls -l` of another user and
-/// reading one of their files stay quick while it runs.
+/// reading one of their files stay quick (< 2 s each) while it runs. The cp reads a FIFO
+/// fed at a bounded pace, so it is still running (writing, then uploading 64 MiB at close)
+/// whatever the machine's speed.
 #[test]
 fn fuse_slow_copy_does_not_stall_the_mount() {
     let Some((c, m)) = setup("fuse_nostall", 2) else {
         return;
     };
+    const CHUNK: usize = 4 << 20;
+    const CHUNKS: u64 = 16; // 64 MiB
     c.upload_bytes("bob/small", b"bob's file");
     fs::create_dir(m.path("alice")).unwrap();
-    let src = c.work().join("big.src");
-    let want = write_pseudo_random_file(&src, 80, 64 << 20);
     wait_visible(&m.path("bob/small"), 10);
+    let want = {
+        use md5::{Digest, Md5};
+        let mut h = Md5::new();
+        for i in 0..CHUNKS {
+            h.update(pseudo_random(80 + i, CHUNK));
+        }
+        hex(&h.finalize())
+    };
 
-    // A guard so a stuck cp never outlives the test.
-    struct Reap(Option<Child>);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            if let Some(c) = self.0.as_mut() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
     let started = Instant::now();
-    let mut cp_guard = Reap(Some(
-        Command::new("cp")
-            .arg(&src)
-            .arg(m.path("alice/big"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let mut probes = 0;
-    let mut worst = Duration::ZERO;
-    let status = loop {
-        if let Some(st) = cp_guard.0.as_mut().unwrap().try_wait().unwrap() {
-            break st;
+    let mut cp = FifoCp::start(&c.work(), "big", &m.path("alice/big"));
+    let mut w = cp.writer.take().unwrap();
+    let feeder = thread::spawn(move || {
+        for i in 0..CHUNKS {
+            w.write_all(&pseudo_random(80 + i, CHUNK)).expect("feed cp");
+            thread::sleep(Duration::from_millis(150));
         }
+        // Dropping `w` is EOF: cp closes the destination, which uploads it.
+    });
+
+    let mut probes = 0;
+    let mut proxy_probes = 0;
+    let mut worst = Duration::ZERO;
+    let mut last_proxy = Instant::now();
+    while cp.running() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "cp of 64 MiB into the mount still running after 120 s"
         );
-        // Past the cache TTL, so `ls -l` asks the proxy.
-        thread::sleep(Duration::from_millis(1100));
-        if cp_guard.0.as_mut().unwrap().try_wait().unwrap().is_some() {
-            continue;
-        }
+        // Every ~1.1 s the listing cache (TTL 1 s) has expired, so `ls -l` asks the proxy.
+        let fresh = last_proxy.elapsed() > Duration::from_millis(1100);
         let t = Instant::now();
         let out = ok(&m, "ls", &["-l", &m.p("bob")]);
         let cat = ok(&m, "cat", &[&m.p("bob/small")]);
         let took = t.elapsed();
-        let still = cp_guard.0.as_mut().unwrap().try_wait().unwrap().is_none();
-        eprintln!("probe {probes}: ls -l + cat took {took:?} (cp still running: {still})");
-        assert!(out.stdout_str().contains("small"), "ls -l bob: {}", out.stdout_str());
+        if !cp.running() {
+            break;
+        }
+        if fresh {
+            last_proxy = Instant::now();
+            proxy_probes += 1;
+        }
+        assert!(
+            out.stdout_str().contains("small"),
+            "ls -l bob: {}",
+            out.stdout_str()
+        );
         assert_eq!(cat.stdout, b"bob's file");
         assert!(
             took < Duration::from_secs(2),
-            "ls -l + cat of another user took {took:?} while a 64 MiB cp was running"
+            "ls -l + cat of another user took {took:?} while a 64 MiB cp was running \
+             (probe {probes}, {:?} into the cp)",
+            started.elapsed()
         );
         worst = worst.max(took);
         probes += 1;
-    };
-    let mut child = cp_guard.0.take().unwrap();
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    assert!(status.success(), "cp of 64 MiB: {status}: {err}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    feeder.join().expect("feeder");
+    let (st, err) = cp.finish(Duration::from_secs(60));
+    assert!(st.success(), "cp of 64 MiB: {st}: {err}");
     eprintln!(
-        "64 MiB cp took {:?}; {probes} probes, worst {worst:?}",
+        "64 MiB cp took {:?}; {probes} probes ({proxy_probes} past the TTL), worst {worst:?}",
         started.elapsed()
     );
     assert!(
-        probes >= 1,
-        "the cp finished before a probe could run ({:?}): nothing was tested",
+        proxy_probes >= 1,
+        "no probe past the cache TTL ran while cp was running ({probes} probes in {:?})",
         started.elapsed()
     );
     assert_eq!(cli_md5(&c, "alice/big"), want, "64 MiB after cp");

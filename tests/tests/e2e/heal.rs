@@ -63,7 +63,8 @@ fn replicas_identical(c: &Cluster, name: &str, data: &[u8]) -> Result<(), String
 fn heal_kill_one_of_four_refill_then_a_second_kill_loses_nothing() {
     let mut c = Cluster::start_with(fast_health(4, 64));
     let files = upload_set(&c, "heal1", 40, 41, 150_000);
-    let before: Vec<(String, Vec<usize>)> = files.keys().map(|n| (n.clone(), holders(&c, n))).collect();
+    let before: Vec<(String, Vec<usize>)> =
+        files.keys().map(|n| (n.clone(), holders(&c, n))).collect();
 
     // The first victim: the server holding the most replicas.
     let first = (0..4)
@@ -95,7 +96,12 @@ fn heal_kill_one_of_four_refill_then_a_second_kill_loses_nothing() {
     // At once, before the proxy has noticed: every file is served by its other replica.
     assert_all_download(&c, &files, &format!("server {first} just killed"));
 
-    wait_server_state(&c, &first_addr, &[Some("Offline"), None], Duration::from_secs(30));
+    wait_server_state(
+        &c,
+        &first_addr,
+        &[Some("Offline"), None],
+        Duration::from_secs(30),
+    );
     let job = wait_job_finished(&c, &format!("refill after {first_addr}"), SETTLE);
     assert_job_complete(&job, "refill after the first kill");
     assert!(
@@ -103,10 +109,17 @@ fn heal_kill_one_of_four_refill_then_a_second_kill_loses_nothing() {
         "the refill moved nothing: {job}"
     );
     let live: Vec<usize> = (0..4).filter(|&s| s != first).collect();
-    assert_placement(&c, &files, &live, &format!("after the refill of server {first}"));
+    assert_placement(
+        &c,
+        &files,
+        &live,
+        &format!("after the refill of server {first}"),
+    );
     let st = c.status_json();
     assert_eq!(
-        server_entry(&st, &first_addr).and_then(|s| s["partitions"].as_u64()).unwrap_or(0),
+        server_entry(&st, &first_addr)
+            .and_then(|s| s["partitions"].as_u64())
+            .unwrap_or(0),
         0,
         "the dead server still owns partitions: {}",
         summary(&st)
@@ -144,12 +157,18 @@ fn heal_returning_server_cannot_resurrect_deletes_or_roll_back_overwrites() {
     let to_overwrite: Vec<String> = on_victim[5..10].to_vec();
 
     c.storage[victim].kill();
-    wait_server_state(&c, &victim_addr, &[Some("Offline"), None], Duration::from_secs(30));
+    wait_server_state(
+        &c,
+        &victim_addr,
+        &[Some("Offline"), None],
+        Duration::from_secs(30),
+    );
     let live: Vec<usize> = (1..4).collect();
 
     // While it is away: deletes, overwrites and new files.
     for n in &to_delete {
-        c.delete(n).assert_ok(&format!("delete {n} while server {victim} is down"));
+        c.delete(n)
+            .assert_ok(&format!("delete {n} while server {victim} is down"));
         files.remove(n);
     }
     for (i, n) in to_overwrite.iter().enumerate() {
@@ -166,7 +185,12 @@ fn heal_returning_server_cannot_resurrect_deletes_or_roll_back_overwrites() {
         files.insert(n, d);
     }
     // Writes during the outage get two durable replicas on live servers, never one.
-    assert_placement(&c, &new_files, &live, "files uploaded while a server is offline");
+    assert_placement(
+        &c,
+        &new_files,
+        &live,
+        "files uploaded while a server is offline",
+    );
     let refill = wait_job_finished(&c, &format!("refill after {victim_addr}"), SETTLE);
     assert_job_complete(&refill, "refill");
     assert_placement(&c, &files, &live, "after the refill");
@@ -223,12 +247,16 @@ fn heal_returning_server_cannot_resurrect_deletes_or_roll_back_overwrites() {
         !c.object_files(victim).is_empty(),
         "the re-added server received no objects"
     );
+    // Deleted objects are at most tombstones on disk, never live versions.
     for n in &to_delete {
-        assert!(
-            c.find_replicas(n).is_empty(),
-            "{n}: a deleted object is back on disk: {:?}",
-            c.find_replicas(n)
-        );
+        for (s, p) in c.find_replicas(n) {
+            assert_eq!(
+                obj_is_tombstone(&p),
+                Some(true),
+                "{n}: server {s} holds a live (or unreadable) version of a deleted object: {}",
+                p.display()
+            );
+        }
     }
 }
 
@@ -237,7 +265,10 @@ fn heal_flipped_truncated_and_missing_replicas_are_never_served_and_get_repaired
     let c = Cluster::start(3, 16);
     // Four blocks and a bit, so a bad block can sit in the middle of a stream.
     let mut files = Files::new();
-    for (i, n) in ["bad/flip0", "bad/flip-mid", "bad/torn", "bad/lost"].iter().enumerate() {
+    for (i, n) in ["bad/flip0", "bad/flip-mid", "bad/torn", "bad/lost"]
+        .iter()
+        .enumerate()
+    {
         let d = pseudo_random(700 + i as u64, 4 * 65536 + 1234);
         upload_stdin(&c, n, &d);
         files.insert(n.to_string(), d);
@@ -360,7 +391,10 @@ fn heal_sigstopped_server_is_handled_by_timeouts_not_hangs() {
         }
     };
     // Reads of files with a replica on the frozen server.
-    for (n, d) in files.iter().filter(|(n, _)| holders(&c, n).contains(&victim)) {
+    for (n, d) in files
+        .iter()
+        .filter(|(n, _)| holders(&c, n).contains(&victim))
+    {
         let (out, took) = timed_oss(&c, &["download", n, "-"], hard);
         out.assert_ok(&format!("download {n} with server {victim} frozen"));
         assert!(out.stdout == *d, "{n}: wrong bytes with a frozen server");
@@ -451,14 +485,22 @@ fn heal_both_replicas_corrupted_is_a_clear_error_and_writes_no_file() {
         let out = c.oss(&["download", n, "-"]);
         let line = out.assert_fails_one_line(&format!("download {n} to stdout"));
         assert!(line.to_lowercase().contains("corrupt"), "{n}: {line:?}");
-        let want = if n == "both/first" { &first_block } else { &late_block };
+        let want = if n == "both/first" {
+            &first_block
+        } else {
+            &late_block
+        };
         assert!(
             out.stdout.len() <= want.len() && out.stdout[..] == want[..out.stdout.len()],
             "{n}: bytes on stdout that are not the object's ({} bytes)",
             out.stdout.len()
         );
         if n == "both/first" {
-            assert!(out.stdout.is_empty(), "{n}: {} bytes sent", out.stdout.len());
+            assert!(
+                out.stdout.is_empty(),
+                "{n}: {} bytes sent",
+                out.stdout.len()
+            );
         } else {
             assert!(out.stdout.len() <= 2 * 65536, "{n}: the bad block was sent");
         }
@@ -505,13 +547,16 @@ fn heal_check_reports_good_replicas_and_repairs_a_corrupt_one() {
     let line = all
         .lines()
         .find(|l| l.contains(&bad_addr))
-        .unwrap_or_else(|| panic!("oss check does not name the bad replica's server {bad_addr}: {all}"));
+        .unwrap_or_else(|| {
+            panic!("oss check does not name the bad replica's server {bad_addr}: {all}")
+        });
     assert!(
         line.to_lowercase().contains("corrupt"),
         "the bad replica's line should say corrupt: {line}"
     );
     // It repaired it.
     replicas_identical(&c, "chk/bad", &bad).unwrap_or_else(|e| panic!("after oss check: {e}"));
-    c.oss(&["check", "chk/bad"]).assert_ok("second oss check after the repair");
+    c.oss(&["check", "chk/bad"])
+        .assert_ok("second oss check after the repair");
     c.assert_content("chk/bad", &bad);
 }

@@ -12,5 +12,8 @@
 mod bad_input;
 mod concurrency;
 mod core;
-mod restart;
 mod fuse;
+mod heal;
+mod rebalance;
+mod restart;
+mod util2;

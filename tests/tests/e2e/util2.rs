@@ -86,6 +86,12 @@ pub fn assert_placement(c: &Cluster, files: &Files, live: &[usize], when: &str) 
             continue;
         }
         for (s, p) in &reps {
+            if obj_is_tombstone(p) != Some(false) {
+                bad.push(format!(
+                    "{name}: replica on server {s} ({}) is not a readable live version",
+                    p.display()
+                ));
+            }
             if !data_prefix_matches(p, data) {
                 bad.push(format!(
                     "{name}: replica on server {s} ({}) does not hold the object's bytes",
@@ -235,7 +241,11 @@ pub fn wait_no_running_jobs(c: &Cluster, timeout: Duration) -> Value {
 /// Asserts a finished job did all it planned, without errors.
 pub fn assert_job_complete(job: &Value, what: &str) {
     assert_eq!(job["running"], Value::Bool(false), "{what}: {job}");
-    assert_eq!(job["errors"].as_u64(), Some(0), "{what}: job had errors: {job}");
+    assert_eq!(
+        job["errors"].as_u64(),
+        Some(0),
+        "{what}: job had errors: {job}"
+    );
     assert!(
         job["total"].as_u64().is_some() && job["done"] == job["total"],
         "{what}: job finished with done != total: {job}"
@@ -325,3 +335,37 @@ pub fn read_ring(state_dir: &Path) -> RingView {
         assignment,
     }
 }
+
+/// Whether an `.obj` file is a tombstone (storaged's format 1: the footer ends with the
+/// record length, its CRC and the magic "OSSOBJ01"; the record's last fields are the
+/// timestamp varint, the `deleted` byte and the block size varint). None if unreadable.
+pub fn obj_is_tombstone(path: &Path) -> Option<bool> {
+    let b = std::fs::read(path).ok()?;
+    let n = b.len();
+    if n < 16 || &b[n - 8..] != b"OSSOBJ01" {
+        return None;
+    }
+    let r = u32::from_le_bytes(b[n - 16..n - 12].try_into().ok()?) as usize;
+    let rec = b.get(n.checked_sub(16 + r)?..n - 16)?;
+    let mut i = 0usize;
+    let varint = |i: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *rec.get(*i)?;
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    let _version = varint(&mut i)?;
+    let name_len = varint(&mut i)? as usize;
+    i += name_len;
+    let _size = varint(&mut i)?;
+    i += 16; // md5
+    let _ts = varint(&mut i)?;
+    rec.get(i).map(|&d| d == 1)
+}
+
