@@ -159,12 +159,17 @@ pub fn run(
 
     let mut unmounter = session.unmount_callable();
     let mnt = std::fs::canonicalize(&opts.mountpoint).unwrap_or(opts.mountpoint.clone());
+    // Set once a signal asked us to unmount: the session may then end with an error
+    // (ECONNABORTED after a lazy detach) that is the expected way out, not a failure.
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping_sig = stopping.clone();
     std::thread::Builder::new()
         .name("ossfs-signals".into())
         .spawn(move || {
             let mut sig = 0;
             unsafe { libc::sigwait(&signals, &mut sig) };
             info!(signal = sig, "unmounting");
+            stopping_sig.store(true, std::sync::atomic::Ordering::SeqCst);
             // Dirty files first: once unmounted, nobody could close them any more.
             let failed = shared.flush_all();
             if failed > 0 {
@@ -180,9 +185,17 @@ pub fn run(
             }
         })
         .map_err(|e| StartError::Other(format!("cannot start the signal thread: {e}")))?;
-    session
-        .run()
-        .map_err(|e| StartError::Other(format!("session ended with an error: {e}")))?;
+    match session.run() {
+        Ok(()) => {}
+        Err(e) if stopping.load(std::sync::atomic::Ordering::SeqCst) => {
+            info!(error = %e, "session ended after unmount");
+        }
+        Err(e) => {
+            return Err(StartError::Other(format!(
+                "session ended with an error: {e}"
+            )))
+        }
+    }
     // Uploads still in flight on the runtime are finished by now (every callback returned).
     drop(rt);
     Ok(())

@@ -45,9 +45,16 @@ pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, 
     }
     let mut answers: Vec<(usize, Option<ObjectMeta>)> = Vec::new();
     let mut last_err = None;
+    let mut corrupt = None;
     while let Some(r) = tasks.join_next().await {
         match r {
             Ok((i, Ok(v))) => answers.push((i, v)),
+            // This replica lost its copy (quarantined or missing): it lags, and if no
+            // replica has a good one the object is corrupt, not absent.
+            Ok((i, Err(Error::Remote(WireError::Corrupt(why))))) => {
+                answers.push((i, None));
+                corrupt = Some(WireError::Corrupt(why));
+            }
             Ok((_, Err(e))) => last_err = Some(e.to_wire()),
             Err(e) => last_err = Some(WireError::Internal(e.to_string())),
         }
@@ -63,6 +70,9 @@ pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, 
         .max_by_key(|m| m.timestamp)
         .cloned();
     let Some(newest) = newest else {
+        if let Some(e) = corrupt {
+            return Err(e);
+        }
         return Ok(Whole {
             part,
             newest: None,
@@ -143,6 +153,12 @@ pub async fn copy_object(
     match opened {
         Ok(Response::Object { .. }) => {}
         Ok(other) => return Err(unexpected(other)),
+        // Overwritten (or deleted) at the source since it was listed: the newer version
+        // was written to every member, the destination included, so there is nothing to do.
+        Err(Error::Remote(WireError::Stale { .. })) => {
+            b.put_back(from, src);
+            return Ok(0);
+        }
         Err(e) => {
             b.failed(from, &e);
             return Err(e);
@@ -263,8 +279,19 @@ pub async fn check(
         return Ok(first);
     }
     make_whole(proxy, name).await?;
-    check_once(proxy, name).await
+    let after = check_once(proxy, name).await?;
+    // Report what was wrong before the repair, then the state now.
+    let mut out: Vec<(String, ReplicaState)> = first
+        .into_iter()
+        .filter(|(a, s)| after.iter().any(|(b, t)| a == b && t != s))
+        .map(|(a, s)| (format!("{a} {BEFORE_REPAIR}"), s))
+        .collect();
+    out.extend(after);
+    Ok(out)
 }
+
+/// Marks the entries of a `Checked` answer that describe a replica before it was repaired.
+pub const BEFORE_REPAIR: &str = "(before repair)";
 
 async fn check_once(
     proxy: &Arc<Proxy>,

@@ -493,7 +493,6 @@ class Bench:
         self.cfg = Config()
         self.r = Runner(work)
         self.rows = []
-        self.notes = []
         self.status = {}  # section -> "ok" | "failed: ..." | "skipped: ..."
         self.extra = {}  # section -> details kept in the JSON only
         self._big_src = None
@@ -577,21 +576,24 @@ class Bench:
             md5_argv = ["md5sum", src]
             dd, up, md5, down, down_file = [], [], [], [], []
             meter = CpuMeter(c)
-            cpu = {}
+            cpu = {"up": [], "down": []}  # per run, to pick the best run's
             # Pairs interleaved, so a burst of load from others hits both sides alike.
             dd_argv = None
             for _ in range(self.cfg.repeat):
                 rate, dd_argv = self.dd_once()
                 dd.append(rate)
                 os.sync()
-                (t, _, _), cpu["up"] = meter.run(self.r, up_argv)
+                (t, _, _), used = meter.run(self.r, up_argv)
                 up.append(size / MB / t)
+                cpu["up"].append(used)
                 md5.append(size / MB / self.r.run(md5_argv)[0])
-                (t, _, _), cpu["down"] = meter.run(self.r, down_argv)
+                (t, _, _), used = meter.run(self.r, down_argv)
                 down.append(size / MB / t)
+                cpu["down"].append(used)
                 down_file.append(size / MB / self.r.run(down_file_argv)[0])
                 os.unlink(file_out)
             self._dd = (max(dd), dd_argv)
+            cpu = {"up": cpu["up"][up.index(max(up))], "down": cpu["down"][down.index(max(down))]}
             mb = size / MiB
             self.row(f"upload 1 object of {mb:.0f} MiB (MB/s)", max(up), "MB/s", up_argv,
                      max(dd), "dd conv=fsync, same bytes, same disk", dd_argv,
@@ -615,7 +617,7 @@ class Bench:
                      "Swift 2.30, 256 MiB, same machine type", "issue 2 (measured once)")
             self.extra["big"] = {"bytes": size, "dd_MBps": dd, "upload_MBps": up,
                                  "md5sum_MBps": md5, "download_stdout_MBps": down,
-                                 "download_file_MBps": down_file, "cpu_last_run": cpu}
+                                 "download_file_MBps": down_file, "cpu_best_runs": cpu}
         finally:
             c.stop()
 
@@ -784,7 +786,7 @@ class Bench:
             total_before = sum(sum(b.values()) for b in before)
             os.sync()
             argv = c.oss("add-disk", new_addr, "--wait")
-            dt, _, _ = self.r.run(argv, timeout=3600)
+            (dt, _, _), cpu = CpuMeter(c).run(self.r, argv, timeout=3600)
             after = [obj_files(d) for _, _, d in old]
             on_new = obj_files(new_dir)
             moved = sum(on_new.values())
@@ -832,11 +834,12 @@ class Bench:
             rate = moved / MB / dt if dt > 0 else 0
             self.row(f"add-disk: rebalance rate, {dt:.1f} s (MB/s)", rate, "MB/s", argv, dd,
                      "dd conv=fsync (raw disk)", dd_argv, None,
-                     note="moved bytes / wall time of add-disk --wait")
+                     note="moved bytes / wall time of add-disk --wait; " + cpu_note(cpu))
             self.extra["rebalance"] = {"objects": n, "logical_bytes": logical,
                                        "obj_bytes_before": total_before, "moved_bytes": moved,
                                        "seconds": dt, "churn_bytes": churn, "partitions": parts,
-                                       "load_command": show(load_argv), "jobs": st["jobs"]}
+                                       "load_command": show(load_argv), "jobs": st["jobs"],
+                                       "cpu": cpu}
         finally:
             c.stop()
 
@@ -853,6 +856,9 @@ class Bench:
             want = f"refill after {vaddr}"
             os.sync()
             self.say(f"kill -9 {vaddr} (holds {lost / MiB:.0f} MiB)")
+            live_pids = [c.proxy.pid] + [p.pid for i, (p, _, _) in enumerate(c.storage) if i != k]
+            cpu0 = sum(proc_cpu(p) for p in live_pids)
+            m0 = machine_busy()
             t0 = time.perf_counter()
             victim.kill()
             victim.wait()
@@ -869,6 +875,8 @@ class Bench:
                 if jobs and not jobs[-1]["running"] and jobs[-1]["finished"]:
                     job = jobs[-1]
                     t_done = now - t0
+                    cpu_used = sum(proc_cpu(p) for p in live_pids) - cpu0
+                    busy = (machine_busy()[0] - m0[0]) / t_done
                     if t_detect is None:
                         t_detect = t_done
                     break
@@ -893,7 +901,8 @@ class Bench:
             self.row("heal: restore rate, whole outage (MB/s)", rate, "MB/s",
                      "lost .obj bytes / (kill -9 → refill finished)", dd,
                      "dd conv=fsync (raw disk)", dd_argv, None,
-                     note="detection time included")
+                     note=f"detection time included; CPU s of proxy and live servers "
+                          f"{cpu_used:.2f}, machine busy {busy:.1f} of {os.cpu_count()} CPUs")
             t_ref = t_done - t_detect
             self.row("heal: restore rate, refill only (MB/s)",
                      lost / MB / t_ref if t_ref > 0 else None, "MB/s",

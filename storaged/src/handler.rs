@@ -162,6 +162,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn head(ctx: &Ctx, name: &ObjectName) -> Result<Response, StoreError> {
+    if let Some(ts) = ctx.store.lost_version(name) {
+        return Err(StoreError::Corrupt(format!(
+            "{name}: this replica (version {ts}) was quarantined"
+        )));
+    }
     let e = ctx.store.lookup(name).ok_or(StoreError::NotFound)?;
     Ok(Response::Object {
         meta: e.meta,

@@ -105,6 +105,13 @@ pub fn check_report(replicas: &[(String, ReplicaState)], now: u64) -> String {
 
 /// Ok only if every replica is good; a name with no live replica at all is "not found".
 pub fn check_verdict(name: &ObjectName, replicas: &[(String, ReplicaState)]) -> Result<()> {
+    // Lines describing a replica as it was before the proxy repaired it are history.
+    let replicas: Vec<(String, ReplicaState)> = replicas
+        .iter()
+        .filter(|(label, _)| !label.ends_with("(before repair)"))
+        .cloned()
+        .collect();
+    let replicas = &replicas[..];
     let good = replicas
         .iter()
         .filter(|(_, s)| matches!(s, ReplicaState::Good(_)))
@@ -186,6 +193,15 @@ mod tests {
             "not found: alice/a"
         );
         assert!(check_verdict(&n, &[]).is_err());
+        let repaired = vec![
+            (
+                "s2 (before repair)".to_string(),
+                ReplicaState::Corrupt("block 3".into()),
+            ),
+            ("s1".to_string(), good.clone()),
+            ("s2".into(), good.clone()),
+        ];
+        assert!(check_verdict(&n, &repaired).is_ok());
         let report = check_report(&bad, 2);
         assert!(report.starts_with("s1  good     1 bytes"), "{report}");
         assert!(report.contains("s2  corrupt  block 3"), "{report}");

@@ -141,6 +141,12 @@ pub struct Store {
     locks: Box<[Mutex<()>]>,
     /// Names quarantined since the proxy last asked.
     quarantined: Mutex<Vec<ObjectName>>,
+    /// Names whose held version was quarantined (or whose file vanished) and that hold
+    /// nothing newer: `Head` says "corrupt" for them rather than "not found", so a proxy
+    /// repairs this replica and never mistakes a lost object for one that never existed.
+    /// In memory only: after a restart such a replica reads as missing, which the proxy
+    /// also repairs. Value: (partition, the lost version).
+    lost: Mutex<std::collections::HashMap<ObjectName, (u32, ObjectMeta)>>,
     quarantined_total: AtomicU64,
     /// Makes temp and quarantine file names unique within this process.
     seq: AtomicU64,
@@ -196,6 +202,7 @@ impl Store {
             index: Mutex::new(Index::default()),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             quarantined: Mutex::new(Vec::new()),
+            lost: Mutex::new(std::collections::HashMap::new()),
             quarantined_total: AtomicU64::new(0),
             seq: AtomicU64::new(0),
         };
@@ -356,22 +363,65 @@ impl Store {
     /// at the path is a newer, unrelated version).
     pub fn quarantine(&self, name: &ObjectName, ts: Timestamp, reason: &str) {
         let _g = self.lock(name);
-        let part = {
+        let (part, meta) = {
             let mut ix = self.index();
             match ix.get(name) {
                 Some(e) if e.meta.timestamp == ts => {
-                    let part = e.part;
+                    let e = e.clone();
                     ix.remove(name);
-                    part
+                    (e.part, e.meta)
                 }
                 _ => return,
             }
         };
         self.quarantine_path(&self.obj_path(part, name), &format!("{name}: {reason}"));
+        self.mark_lost(part, meta);
+    }
+
+    /// Remembers that the held version of a name is gone, for `Head`, listings and the proxy.
+    fn mark_lost(&self, part: u32, meta: ObjectMeta) {
+        let name = meta.name.clone();
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), (part, meta));
         let mut q = self.quarantined.lock().unwrap_or_else(|p| p.into_inner());
-        if !q.contains(name) {
-            q.push(name.clone());
+        if !q.contains(&name) {
+            q.push(name);
         }
+    }
+
+    /// The timestamp of a lost version of `name`, if its replica here was lost and nothing
+    /// newer arrived since.
+    pub fn lost_version(&self, name: &ObjectName) -> Option<Timestamp> {
+        if self.lookup(name).is_some() {
+            return None;
+        }
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|(_, m)| m.timestamp)
+    }
+
+    /// The file of an indexed object is gone from the disk (deleted behind our back):
+    /// forget it like a quarantined one, so it is repaired rather than believed.
+    fn vanished(&self, name: &ObjectName, ts: Timestamp) {
+        let _g = self.lock(name);
+        let (part, meta) = {
+            let mut ix = self.index();
+            match ix.get(name) {
+                Some(e) if e.meta.timestamp == ts && !self.obj_path(e.part, name).exists() => {
+                    let e = e.clone();
+                    ix.remove(name);
+                    (e.part, e.meta)
+                }
+                _ => return,
+            }
+        };
+        tracing::warn!(%name, ts, "object file missing from the disk; forgetting it");
+        self.quarantined_total.fetch_add(1, Ordering::Relaxed);
+        self.mark_lost(part, meta);
     }
 
     /// Names quarantined since the last call.
@@ -608,6 +658,15 @@ impl Store {
                 }
             }
         }
+        // Twice not found although indexed: the file was removed behind our back.
+        if let Some(e) = self.lookup(name) {
+            self.vanished(name, e.meta.timestamp);
+            if self.lookup(name).is_none() {
+                return Err(StoreError::Corrupt(format!(
+                    "{name}: file missing from the disk"
+                )));
+            }
+        }
         Ok(None)
     }
 
@@ -704,9 +763,25 @@ impl Store {
         self.index().snapshot()
     }
 
-    /// A user's entries, tombstones included, sorted by name.
+    /// A user's entries, tombstones included, sorted by name. Versions whose replica here
+    /// was lost are listed too: the object still exists (another replica may be good, and
+    /// if none is, reading it says "corrupted"), it must not vanish from listings.
     pub fn list_user(&self, user: &str) -> Vec<ObjectMeta> {
-        self.index().list_user(user)
+        let mut v = self.index().list_user(user);
+        let lost: Vec<ObjectMeta> = self
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(_, m)| m.name.user() == user)
+            .map(|(_, m)| m.clone())
+            .collect();
+        if !lost.is_empty() {
+            let ix = self.index();
+            v.extend(lost.into_iter().filter(|m| ix.get(&m.name).is_none()));
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        v
     }
 
     /// A partition's entries, tombstones included, sorted by name.
@@ -731,6 +806,10 @@ impl Store {
 
     /// Removes every file of a partition (it moved elsewhere). Returns how many.
     pub fn drop_partition(&self, part: u32) -> Result<usize, StoreError> {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (p, _)| *p != part);
         let names: Vec<ObjectName> = self
             .index()
             .list_part(part)

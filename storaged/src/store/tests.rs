@@ -447,3 +447,46 @@ async fn audit_finds_a_flipped_byte_and_reclaims_old_tombstones() {
     let stats = auditor.run_pass().await.unwrap();
     assert_eq!((stats.passes, stats.last_pass_objects), (2, 5));
 }
+
+#[test]
+fn a_file_removed_behind_the_stores_back_is_reported_lost_not_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let n = name("alice/gone");
+    put(&s, &n, 10, b"hello").unwrap();
+    assert_eq!(s.lost_version(&n), None);
+    fs::remove_file(path_of(&s, &n)).unwrap();
+    // The index still lists it until someone reads it...
+    assert!(s.lookup(&n).is_some());
+    assert!(matches!(read_all(&s, &n), Err(StoreError::Corrupt(_))));
+    // ...then it is forgotten, reported to the proxy, and Head says "lost", not "absent".
+    assert!(s.lookup(&n).is_none());
+    assert_eq!(s.lost_version(&n), Some(10));
+    assert_eq!(s.take_quarantined(), vec![n.clone()]);
+    // Still listed: the object exists, only this replica of it is gone.
+    assert_eq!(s.list_user("alice").len(), 1);
+    assert!(s.list_partition(part(&n)).is_empty(), "a sync must see it as missing");
+    assert_eq!(s.check(&n).unwrap(), ReplicaState::Missing);
+    // A repaired copy (same version) makes it whole again.
+    put(&s, &n, 10, b"hello").unwrap();
+    assert_eq!(s.lost_version(&n), None);
+    assert_eq!(read_all(&s, &n).unwrap(), b"hello");
+}
+
+#[test]
+fn a_quarantined_replica_is_reported_lost_until_a_new_version_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let n = name("alice/bad");
+    put(&s, &n, 10, &data(100_000)).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path_of(&s, &n))
+        .unwrap();
+    f.write_all_at(&[0xff], 5).unwrap();
+    assert!(matches!(read_all(&s, &n), Err(StoreError::Corrupt(_))));
+    assert_eq!(s.lost_version(&n), Some(10));
+    // Dropping the partition forgets it entirely.
+    s.drop_partition(part(&n)).unwrap();
+    assert_eq!(s.lost_version(&n), None);
+}

@@ -368,4 +368,3 @@ pub fn obj_is_tombstone(path: &Path) -> Option<bool> {
     let _ts = varint(&mut i)?;
     rec.get(i).map(|&d| d == 1)
 }
-
