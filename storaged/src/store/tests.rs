@@ -465,7 +465,10 @@ fn a_file_removed_behind_the_stores_back_is_reported_lost_not_absent() {
     assert_eq!(s.take_quarantined(), vec![n.clone()]);
     // Still listed: the object exists, only this replica of it is gone.
     assert_eq!(s.list_user("alice").len(), 1);
-    assert!(s.list_partition(part(&n)).is_empty(), "a sync must see it as missing");
+    assert!(
+        s.list_partition(part(&n)).is_empty(),
+        "a sync must see it as missing"
+    );
     assert_eq!(s.check(&n).unwrap(), ReplicaState::Missing);
     // A repaired copy (same version) makes it whole again.
     put(&s, &n, 10, b"hello").unwrap();
