@@ -2,7 +2,9 @@
 //! round trip per file. Pure data: the caller passes `now`, which keeps it testable.
 //!
 //! Freshness: a listing is trusted for [`Cache::ttl`] (1 s by default); within that time a
-//! name absent from it is answered "no such file" without asking the proxy. A single file's
+//! name absent from it is answered "no such file" without asking the proxy. (Listings are
+//! only *taken* by `readdir` from offset 0, which always asks the proxy; the cache answers
+//! the lookups that follow it.) A single file's
 //! attributes learnt from a stat, an upload or a listing are trusted for the same time.
 //! Writes made through this mount update the cache at once, so they are never hidden by it.
 

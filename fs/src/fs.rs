@@ -211,11 +211,10 @@ impl Shared {
         }
     }
 
+    /// The users, asked of the proxy (plus those made here); the answer is cached for
+    /// [`Shared::user_exists`].
     fn users(&self) -> Result<Vec<String>, Errno> {
         let now = Instant::now();
-        if let Some(u) = self.cache.lock().unwrap().users(now) {
-            return Ok(u);
-        }
         let users = self
             .ctx
             .block_on(self.ctx.client.list_users())
@@ -228,37 +227,35 @@ impl Shared {
         Ok(cache.users(now).unwrap_or_default())
     }
 
+    /// Only a "yes" is taken from the cache: a user another client has just created (by
+    /// uploading its first file) must not be "no such directory" for a whole TTL after the
+    /// users were last listed here.
     fn user_exists(&self, user: &str) -> Result<bool, Errno> {
-        if let Some(b) = self.cache.lock().unwrap().user_exists(user, Instant::now()) {
-            return Ok(b);
+        if let Some(true) = self.cache.lock().unwrap().user_exists(user, Instant::now()) {
+            return Ok(true);
         }
         Ok(self.users()?.iter().any(|u| u == user))
     }
 
-    /// A user's files: the cached listing if fresh, else a new one; plus files being
-    /// written here that the proxy does not have yet.
+    /// A user's files, listed by the proxy (the listing is cached for the lookups that
+    /// follow, e.g. `ls -l`'s stats); plus files being written here that the proxy does not
+    /// have yet.
     fn files(&self, user: &str) -> Result<BTreeMap<String, FileInfo>, Errno> {
         let now = Instant::now();
-        let cached = self.cache.lock().unwrap().listing(user, now);
-        let mut files: BTreeMap<String, FileInfo> = match cached {
-            Some(v) => v.into_iter().collect(),
-            None => {
-                let entries = match self.ctx.block_on(self.ctx.client.list(user)) {
-                    Ok(v) => v,
-                    Err(oss_proto::Error::Remote(WireError::NotFound)) => Vec::new(),
-                    Err(e) => {
-                        warn!(user, error = %e, "listing failed");
-                        return Err(errno::from_proto(&e));
-                    }
-                };
-                self.cache.lock().unwrap().put_listing(user, &entries, now);
-                entries
-                    .iter()
-                    .filter(|m| !m.deleted)
-                    .map(|m| (m.name.file().to_owned(), FileInfo::from(m)))
-                    .collect()
+        let entries = match self.ctx.block_on(self.ctx.client.list(user)) {
+            Ok(v) => v,
+            Err(oss_proto::Error::Remote(WireError::NotFound)) => Vec::new(),
+            Err(e) => {
+                warn!(user, error = %e, "listing failed");
+                return Err(errno::from_proto(&e));
             }
         };
+        self.cache.lock().unwrap().put_listing(user, &entries, now);
+        let mut files: BTreeMap<String, FileInfo> = entries
+            .iter()
+            .filter(|m| !m.deleted)
+            .map(|m| (m.name.file().to_owned(), FileInfo::from(m)))
+            .collect();
         let local: Vec<(u64, String)> = self
             .inodes
             .lock()
@@ -486,10 +483,14 @@ impl Shared {
         if !appending {
             st.live = None;
         } else {
-            let live = st
-                .live
-                .get_or_insert_with(|| LiveUpload::start(&self.ctx, &name));
-            if !live.send(&self.ctx, data) {
+            let State {
+                data: spool, live, ..
+            } = &mut *st;
+            let Data::Loaded(spool) = spool else {
+                unreachable!("written above")
+            };
+            let live = live.get_or_insert_with(|| LiveUpload::start(&self.ctx, &name, spool));
+            if !live.appended(data.len() as u64) {
                 debug!(%name, "live upload failed; the spool will be uploaded at flush");
                 st.live = None;
             }
@@ -546,6 +547,8 @@ impl Shared {
         ];
         match self.node(ino)? {
             Node::Root => {
+                // Every new `ls` (readdir from offset 0) asks the proxy: a listing cached
+                // while another client was still uploading must not hide its files.
                 let users = self.users()?;
                 let mut t = self.inodes.lock().unwrap();
                 for u in users {

@@ -15,9 +15,10 @@
 //!
 //! A file written from its start in order (`cp` in, `dd`, `echo >`) is also streamed to the
 //! proxy *while* it is written ([`LiveUpload`]), so `close()` waits only for the tail and not
-//! for a second pass over the whole file. The spool is still written: if a write goes
-//! anywhere but the end, or the file is truncated, the live upload is abandoned (the proxy
-//! discards it, it never becomes an object) and `flush` uploads the spool as usual.
+//! for a second pass over the whole file. The upload reads what the writes just put in the
+//! spool (from the page cache), so a write costs one copy and never waits for the proxy. If
+//! a write goes anywhere but the end, or the file is truncated, the live upload is abandoned
+//! (the proxy discards it, it never becomes an object) and `flush` uploads the spool as usual.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -61,7 +62,10 @@ impl Ctx {
             warn!(dir = %self.cache_dir.display(), error = %e, "cannot create a spool file");
             errno::from_io(&e)
         })?;
-        Ok(Spool { file, size: 0 })
+        Ok(Spool {
+            file: Arc::new(file),
+            size: 0,
+        })
     }
 
     /// Streams the object (its first `len` bytes if given) into a new spool. A missing
@@ -114,7 +118,7 @@ impl Ctx {
 
 /// The local copy of a file being written.
 pub struct Spool {
-    file: File,
+    file: Arc<File>,
     size: u64,
 }
 
@@ -408,18 +412,37 @@ impl ReadAhead {
     }
 }
 
-/// Writes queued towards a live upload: bounded, so a slow proxy slows the writer instead of
-/// filling memory (at most this many writes of up to 1 MiB each).
-const LIVE_QUEUE: usize = 4;
-
-enum Piece {
-    Data(Vec<u8>),
-    End,
+/// What a live upload may read of its spool, shared between the writes that fill it and the
+/// upload task that sends it.
+#[derive(Default)]
+struct FeedState {
+    /// Bytes of the spool written in order from offset 0: the upload may read up to here.
+    avail: u64,
+    /// No more bytes will come: the upload ends at `avail`.
+    end: bool,
+    /// The handle gave up on this upload: the upload must fail, never end.
+    abandoned: bool,
+    waker: Option<std::task::Waker>,
 }
 
-/// An upload in progress, fed by the writes of one handle as they arrive.
+type Feed = Arc<Mutex<FeedState>>;
+
+fn feed_update(feed: &Feed, f: impl FnOnce(&mut FeedState)) {
+    let waker = {
+        let mut st = feed.lock().unwrap();
+        f(&mut st);
+        st.waker.take()
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+/// An upload in progress, fed by the writes of one handle as they arrive. It reads the bytes
+/// from the spool (they were just written there, so they come from the page cache): a write
+/// costs one copy into the spool and nothing more, and no write waits for the proxy.
 pub struct LiveUpload {
-    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
+    feed: Feed,
     task: Option<JoinHandle<oss_proto::wire::Result<ObjectMeta>>>,
     /// Bytes handed to the upload so far: the next write must start here to be appended.
     pub sent: u64,
@@ -428,9 +451,9 @@ pub struct LiveUpload {
 
 impl Drop for LiveUpload {
     fn drop(&mut self) {
-        // Without an `End`, the reader fails and the client drops the connection without
+        // Without the end, the reader fails and the client drops the connection without
         // finishing the body: the proxy never stores a partial object.
-        self.tx = None;
+        feed_update(&self.feed, |st| st.abandoned = true);
         if let Some(t) = self.task.take() {
             t.abort();
         }
@@ -438,21 +461,22 @@ impl Drop for LiveUpload {
 }
 
 impl LiveUpload {
-    pub fn start(ctx: &Ctx, name: &ObjectName) -> LiveUpload {
-        let (tx, rx) = tokio::sync::mpsc::channel(LIVE_QUEUE);
+    /// Starts uploading `spool` as `name`; the upload sends the spool's bytes as
+    /// [`LiveUpload::appended`] makes them available.
+    pub fn start(ctx: &Ctx, name: &ObjectName, spool: &Spool) -> LiveUpload {
+        let feed = Feed::default();
         let client = ctx.client.clone();
         let task_name = name.clone();
-        let task = ctx.rt.spawn(async move {
-            let mut r = PieceReader {
-                rx,
-                cur: Vec::new(),
-                pos: 0,
-                done: false,
-            };
-            client.upload(&task_name, None, &mut r, &mut |_| {}).await
-        });
+        let mut r = SpoolReader {
+            file: spool.file.clone(),
+            feed: feed.clone(),
+            pos: 0,
+        };
+        let task = ctx
+            .rt
+            .spawn(async move { client.upload(&task_name, None, &mut r, &mut |_| {}).await });
         LiveUpload {
-            tx: Some(tx),
+            feed,
             task: Some(task),
             sent: 0,
             name: name.clone(),
@@ -463,26 +487,23 @@ impl LiveUpload {
         &self.name
     }
 
-    /// Appends `data`. False when the upload has already failed (the caller abandons it;
-    /// the spool still has everything).
-    pub fn send(&mut self, ctx: &Ctx, data: &[u8]) -> bool {
-        let Some(tx) = self.tx.as_ref() else {
-            return false;
-        };
-        if ctx.block_on(tx.send(Piece::Data(data.to_vec()))).is_err() {
+    /// The spool now holds `n` more bytes at the end of what was sent. False when the upload
+    /// has already failed (the caller abandons it; the spool still has everything).
+    pub fn appended(&mut self, n: u64) -> bool {
+        if self.task.as_ref().is_none_or(|t| t.is_finished()) {
             return false;
         }
-        self.sent += data.len() as u64;
+        self.sent += n;
+        let sent = self.sent;
+        feed_update(&self.feed, |st| st.avail = sent);
         true
     }
 
     /// Ends the body and waits for the proxy's answer.
     pub fn finish(mut self, ctx: &Ctx) -> Result<ObjectMeta, String> {
-        let tx = self.tx.take().ok_or("already closed")?;
         let task = self.task.take().ok_or("already finished")?;
+        feed_update(&self.feed, |st| st.end = true);
         ctx.block_on(async move {
-            let _ = tx.send(Piece::End).await;
-            drop(tx);
             match task.await {
                 Ok(Ok(meta)) => Ok(meta),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -492,80 +513,98 @@ impl LiveUpload {
     }
 }
 
-/// The upload's view of the queued writes: end of input only after `End`; a queue closed
-/// without it is an error, so an abandoned upload can never look complete.
-struct PieceReader {
-    rx: tokio::sync::mpsc::Receiver<Piece>,
-    cur: Vec<u8>,
-    pos: usize,
-    done: bool,
+/// The upload's view of the spool: the bytes written so far, then end of input only once the
+/// handle says so; an abandoned upload is an error, so it can never look complete.
+struct SpoolReader {
+    file: Arc<File>,
+    feed: Feed,
+    pos: u64,
 }
 
-impl tokio::io::AsyncRead for PieceReader {
+impl tokio::io::AsyncRead for SpoolReader {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
-        loop {
-            if self.pos < self.cur.len() {
-                let n = buf.remaining().min(self.cur.len() - self.pos);
-                let start = self.pos;
-                buf.put_slice(&self.cur[start..start + n]);
-                self.pos += n;
-                return Poll::Ready(Ok(()));
+        let avail = {
+            let mut st = self.feed.lock().unwrap();
+            if st.abandoned {
+                return Poll::Ready(Err(std::io::Error::other("write stream abandoned")));
             }
-            if self.done {
-                return Poll::Ready(Ok(()));
-            }
-            match self.rx.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Piece::Data(v))) => {
-                    self.cur = v;
-                    self.pos = 0;
+            if st.avail == self.pos {
+                if st.end {
+                    return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Some(Piece::End)) => self.done = true,
-                Poll::Ready(None) => {
-                    return Poll::Ready(Err(std::io::Error::other("write stream abandoned")))
-                }
+                st.waker = Some(cx.waker().clone());
+                return Poll::Pending;
             }
+            st.avail
+        };
+        let n = buf.remaining().min((avail - self.pos) as usize);
+        // Just written, so in the page cache: this is a memory copy, not disk I/O.
+        let k = self.file.read_at(buf.initialize_unfilled_to(n), self.pos)?;
+        if k == 0 {
+            return Poll::Ready(Err(std::io::Error::other(
+                "the spool shrank under the upload",
+            )));
         }
+        buf.advance(k);
+        self.pos += k as u64;
+        Poll::Ready(Ok(()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
-    fn reader() -> (tokio::sync::mpsc::Sender<Piece>, PieceReader) {
-        let (tx, rx) = tokio::sync::mpsc::channel(LIVE_QUEUE);
-        let r = PieceReader {
-            rx,
-            cur: Vec::new(),
+    fn reader(data: &[u8]) -> (Feed, SpoolReader) {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        let feed = Feed::default();
+        let r = SpoolReader {
+            file: Arc::new(f),
+            feed: feed.clone(),
             pos: 0,
-            done: false,
         };
-        (tx, r)
+        (feed, r)
     }
 
     #[tokio::test]
     async fn live_upload_input_ends_only_at_end() {
-        let (tx, mut r) = reader();
-        tx.send(Piece::Data(b"abc".to_vec())).await.unwrap();
-        tx.send(Piece::Data(b"def".to_vec())).await.unwrap();
-        tx.send(Piece::End).await.unwrap();
+        let (feed, mut r) = reader(b"abcdefgh");
+        feed_update(&feed, |st| st.avail = 3);
+        let mut buf = [0u8; 16];
+        let n = r.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"abc");
+        // Nothing more yet: the read waits for the next write (or the end).
+        let pending = tokio::time::timeout(Duration::from_millis(50), r.read(&mut buf)).await;
+        assert!(pending.is_err(), "must wait for more bytes or the end");
+        let feed2 = feed.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            feed_update(&feed2, |st| st.avail = 6);
+            feed_update(&feed2, |st| st.end = true);
+        });
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
-        assert_eq!(out, b"abcdef");
+        assert_eq!(out, b"def", "only the bytes made available, then the end");
     }
 
     #[tokio::test]
     async fn abandoned_live_upload_is_an_error_not_a_short_file() {
-        let (tx, mut r) = reader();
-        tx.send(Piece::Data(b"abc".to_vec())).await.unwrap();
-        drop(tx);
+        let (feed, mut r) = reader(b"abc");
+        feed_update(&feed, |st| st.avail = 3);
+        let feed2 = feed.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            feed_update(&feed2, |st| st.abandoned = true);
+        });
         let mut out = Vec::new();
         let e = r.read_to_end(&mut out).await.unwrap_err();
         assert!(!matches!(

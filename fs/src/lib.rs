@@ -10,8 +10,8 @@
 //!
 //! Consistency is close-to-open, like NFS: what is written becomes visible to other clients
 //! when `close()` (or `fsync()`) returns; what other clients write becomes visible here
-//! within the cache TTL (1 s by default), and a file opened here reads the proxy's current
-//! version.
+//! within the cache TTL (1 s by default), every new directory listing (`ls`) asks the proxy,
+//! and a file opened here reads the proxy's current version.
 
 pub mod cache;
 pub mod errno;

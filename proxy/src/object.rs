@@ -411,30 +411,43 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
     let timestamp = proxy.next_timestamp();
     let (part, members) = proxy.write_targets(&name);
     let need = proxy.replicas();
-    let mut tried: Vec<DevId> = Vec::new();
-    let mut candidates = members;
+    let mut tried: Vec<DevId> = members.iter().map(|m| m.id).collect();
     let mut done = 0usize;
     let mut existed = false;
     let mut last_err = None;
-    while let Some(m) = candidates.pop() {
-        tried.push(m.id);
-        let req = StorageRequest::Delete {
-            name: name.clone(),
-            part,
-            timestamp,
-        };
-        match proxy.backends.call(&m.addr, &req).await {
-            Ok(Response::Deleted { existed: e }) => {
-                done += 1;
-                existed |= e;
-            }
-            Err(Error::Remote(WireError::Stale { .. })) => done += 1,
-            Ok(other) => last_err = Some(unexpected(other).to_wire()),
-            Err(e) => {
-                last_err = Some(e.to_wire());
-                if let Some(h) = proxy.stand_in(part, &tried) {
-                    candidates.push(h);
+    // Every target at once; a target that fails is replaced by a stand-in, in turn.
+    let mut round = members;
+    while !round.is_empty() {
+        let mut tasks = tokio::task::JoinSet::new();
+        for m in round.drain(..) {
+            let p = proxy.clone();
+            let req = StorageRequest::Delete {
+                name: name.clone(),
+                part,
+                timestamp,
+            };
+            tasks.spawn(async move { p.backends.call(&m.addr, &req).await });
+        }
+        let mut failed = 0;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(Response::Deleted { existed: e })) => {
+                    done += 1;
+                    existed |= e;
                 }
+                Ok(Err(Error::Remote(WireError::Stale { .. }))) => done += 1,
+                Ok(Ok(other)) => last_err = Some(unexpected(other).to_wire()),
+                Ok(Err(e)) => {
+                    last_err = Some(e.to_wire());
+                    failed += 1;
+                }
+                Err(e) => last_err = Some(WireError::Internal(e.to_string())),
+            }
+        }
+        for _ in 0..failed {
+            if let Some(h) = proxy.stand_in(part, &tried) {
+                tried.push(h.id);
+                round.push(h);
             }
         }
     }

@@ -1402,3 +1402,93 @@ fn fuse_slow_copy_does_not_stall_the_mount() {
     );
     assert_eq!(cli_md5(&c, "alice/big"), want, "64 MiB after cp");
 }
+
+/// A user whose files another client has just uploaded is listed in full at once. Seen once
+/// in the benchmark: `ls -l` right after `oss bench --keep --phases upload` of 2,000 files
+/// showed 281. The cause: a listing (and the users list) cached while the uploads were
+/// still running answered the next `ls` for a whole TTL, and a lookup of a user missing
+/// from a fresh users list was "no such directory". `ls`/`ls -l` polled during the upload
+/// set up exactly that state before the final checks.
+#[test]
+fn fuse_ls_right_after_a_cli_bulk_upload_lists_everything() {
+    let Some((c, m)) = setup("fuse_ls_bulk", 2) else {
+        return;
+    };
+    const N: usize = 3000;
+    let user = "bulkls";
+    // A cached users list without `user`, as any earlier `ls` of the mount leaves.
+    ok(&m, "ls", &[&m.p("")]);
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (done, dir) = (done.clone(), m.p(user));
+        thread::spawn(move || {
+            let mut polls = 0;
+            while !done.load(Ordering::Acquire) {
+                // Fails (no such directory) until the first file is stored; that is fine.
+                let _ = tool("ls", &["-l", &dir]);
+                polls += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+            polls
+        })
+    };
+    let n = N.to_string();
+    let args = [
+        "bench",
+        "--objects",
+        &n,
+        "--size",
+        "64",
+        "--concurrency",
+        "16",
+        "--keep",
+        "--phases",
+        "upload",
+        "--user",
+        user,
+    ];
+    let bench = c.oss_timeout(&args, Duration::from_secs(300));
+    done.store(true, Ordering::Release);
+    let polls = poller.join().expect("poller");
+    bench.assert_ok("oss bench --keep --phases upload");
+    eprintln!("{polls} listings of {user} ran during the upload");
+
+    // At once: every file, each with its size.
+    let from = m.log_len();
+    let out = tool("ls", &["-l", &m.p(user)]);
+    let stdout = out.stdout_str();
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("total")).collect();
+    assert!(
+        out.status.success() && lines.len() == N,
+        "ls -l {user} right after uploading {N} files: {} ({}) lines; stderr: {}\n\
+         ossfs stderr meanwhile:\n{}",
+        lines.len(),
+        out.status,
+        out.stderr_str().trim_end(),
+        m.log_since(from)
+    );
+    for line in &lines {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            cols.len() >= 9 && cols[0].starts_with('-') && cols[4] == "64",
+            "ls -l line with the wrong size or kind: {line:?}"
+        );
+    }
+    let cli = cli_list(&c, user);
+    assert_eq!(cli.len(), N, "oss list -l {user}");
+    let names: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let want: std::collections::BTreeSet<&str> = cli.keys().map(String::as_str).collect();
+    assert_eq!(names, want, "ls -l names vs oss list -l");
+
+    // And again once the TTL has passed.
+    thread::sleep(Duration::from_millis(1500));
+    let out = sh_ok(&m, &format!("ls {} | wc -l", m.p(user)));
+    assert_eq!(
+        out.stdout_str().trim(),
+        n,
+        "ls | wc -l of {user} 1.5 s later"
+    );
+}
