@@ -120,20 +120,18 @@ impl Backends {
         })
         .await
         .unwrap_or(Err(Error::Timeout));
-        match r {
-            Ok(resp) => {
-                self.put_back(addr, c);
-                Ok(resp)
-            }
-            Err(Error::Remote(w)) => {
-                self.put_back(addr, c);
-                Err(Error::Remote(w))
-            }
-            Err(e) => {
-                self.failed(addr, &e);
-                Err(e)
-            }
+        self.settle(addr, c, r)
+    }
+
+    /// After a request/answer exchange: a connection that answered (even with an error
+    /// value) is clean and goes back to the pool; a transport failure drops it and counts
+    /// against the server's health.
+    fn settle<T>(&self, addr: &str, c: Connection, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) | Err(Error::Remote(_)) => self.put_back(addr, c),
+            Err(e) => self.failed(addr, e),
         }
+        r
     }
 
     /// The held version (live or tombstone) of a name, `None` if the server has none.
@@ -198,20 +196,7 @@ impl Backends {
                 }
             })
             .await;
-        match r {
-            Ok(v) => {
-                self.put_back(addr, c);
-                Ok(v)
-            }
-            Err(Error::Remote(w)) => {
-                self.put_back(addr, c);
-                Err(Error::Remote(w))
-            }
-            Err(e) => {
-                self.failed(addr, &e);
-                Err(e)
-            }
-        }
+        self.settle(addr, c, r)
     }
 
     /// Reads one body chunk with the stream deadline.

@@ -340,15 +340,8 @@ pub async fn clean_returned(proxy: &Arc<Proxy>, addr: &str) -> Result<(), Error>
                 "no owner of partition {part} is online"
             ))));
         }
-        sync_partition(proxy, part, &[addr.to_owned()], &owners).await?;
-        match proxy
-            .backends
-            .call(addr, &StorageRequest::DropPartition { part })
-            .await?
-        {
-            Response::Ok => dropped += 1,
-            other => return Err(unexpected(other)),
-        }
+        hand_over(proxy, part, addr, &owners).await?;
+        dropped += 1;
     }
     let mut st = proxy.state.lock().unwrap();
     for o in st.outside.iter_mut().filter(|o| o.addr == addr) {
@@ -416,19 +409,32 @@ pub async fn revert_strays(
             continue;
         }
         let owners: Vec<String> = members.into_iter().map(|m| m.addr).collect();
-        sync_partition(proxy, part, &[addr.to_owned()], &owners).await?;
-        match proxy
-            .backends
-            .call(addr, &StorageRequest::DropPartition { part })
-            .await?
-        {
-            Response::Ok => dropped += 1,
-            other => return Err(unexpected(other)),
-        }
+        hand_over(proxy, part, addr, &owners).await?;
+        dropped += 1;
         info!(
             server = addr,
             part, "stray copies handed to the owners and dropped"
         );
     }
     Ok(dropped)
+}
+
+/// A server that should not hold `part` hands it over: whatever it has that the owners
+/// lack (newer versions only: timestamps decide) is copied to them, then it drops the
+/// partition.
+async fn hand_over(
+    proxy: &Arc<Proxy>,
+    part: u32,
+    from: &str,
+    owners: &[String],
+) -> Result<(), Error> {
+    sync_partition(proxy, part, &[from.to_owned()], owners).await?;
+    match proxy
+        .backends
+        .call(from, &StorageRequest::DropPartition { part })
+        .await?
+    {
+        Response::Ok => Ok(()),
+        other => Err(unexpected(other)),
+    }
 }
