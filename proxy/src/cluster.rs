@@ -127,6 +127,11 @@ impl Proxy {
         }
     }
 
+    /// Makes every later timestamp newer than `ts` (a version some server holds).
+    pub fn observe_timestamp(&self, ts: Timestamp) {
+        self.last_ts.fetch_max(ts, Ordering::SeqCst);
+    }
+
     pub fn replicas(&self) -> usize {
         self.state.lock().unwrap().ring.replicas as usize
     }
@@ -579,6 +584,18 @@ mod tests {
             assert!(t > last);
             last = t;
         }
+    }
+
+    #[test]
+    fn observed_timestamps_push_the_clock_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
+        cfg.partitions = Some(16);
+        let p = Proxy::open(cfg).unwrap();
+        let future = now_micros() + 3_600_000_000;
+        p.observe_timestamp(future);
+        assert!(p.next_timestamp() > future);
     }
 
     #[test]

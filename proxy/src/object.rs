@@ -190,7 +190,11 @@ pub async fn upload(
                 proxy.backends.put_back(&t.member.addr, c);
             }
             // A newer version got there first: this write is already superseded.
-            Err(Error::Remote(WireError::Stale { .. })) => {
+            Err(Error::Remote(WireError::Stale { current })) => {
+                proxy.observe_timestamp(current);
+                if clock_went_back(timestamp, current) {
+                    return Outcome::fail(clock_error(&name));
+                }
                 stored += 1;
                 proxy.backends.put_back(&t.member.addr, c);
             }
@@ -435,7 +439,13 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
                     done += 1;
                     existed |= e;
                 }
-                Ok(Err(Error::Remote(WireError::Stale { .. }))) => done += 1,
+                Ok(Err(Error::Remote(WireError::Stale { current }))) => {
+                    proxy.observe_timestamp(current);
+                    if clock_went_back(timestamp, current) {
+                        return Outcome::fail(clock_error(&name));
+                    }
+                    done += 1
+                }
                 Ok(Ok(other)) => last_err = Some(unexpected(other).to_wire()),
                 Ok(Err(e)) => {
                     last_err = Some(e.to_wire());
@@ -459,6 +469,21 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
             last_err.map(|e| format!(" ({e})")).unwrap_or_default()
         )))
     }
+}
+
+/// A replica holds a version stamped later than this write *and* later than the proxy's
+/// clock says it is now: not a concurrent newer write but a clock that moved backwards
+/// (the proxy restarted on a machine whose clock was set back). Counting the write as
+/// superseded would lose it silently.
+fn clock_went_back(ours: oss_proto::Timestamp, theirs: oss_proto::Timestamp) -> bool {
+    theirs > ours && theirs > oss_proto::wire::now_micros()
+}
+
+fn clock_error(name: &ObjectName) -> WireError {
+    WireError::Unavailable(format!(
+        "{name} has a version stamped in the future (the proxy's clock moved backwards); \
+         later writes are stamped after it, retry"
+    ))
 }
 
 /// Newest version per name over what every server returned; tombstones kept.
