@@ -469,32 +469,34 @@ impl Shared {
         let mut st = h.state.lock().unwrap();
         let spool = h.loaded(&self.ctx, &mut st, &name)?;
         // O_APPEND: the kernel's offset comes from its cached size, which may be stale.
-        let off = if h.append { spool.size() } else { off };
-        let was_empty = spool.size() == 0;
-        spool.write_at(data, off)?;
-        st.dirty = true;
-        h.sync_size(&st);
+        let size = spool.size();
+        let off = if h.append { size } else { off };
         // Stream writes that build the file from its start in order; anything else goes
         // the spool way only.
         let appending = match &st.live {
             Some(live) => live.sent == off,
-            None => off == 0 && was_empty,
+            None => off == 0 && size == 0,
         };
         if !appending {
             st.live = None;
+            if let Data::Loaded(spool) = &mut st.data {
+                spool.write_at(data, off)?;
+            }
         } else {
             let State {
                 data: spool, live, ..
             } = &mut *st;
             let Data::Loaded(spool) = spool else {
-                unreachable!("written above")
+                unreachable!("loaded above")
             };
             let live = live.get_or_insert_with(|| LiveUpload::start(&self.ctx, &name, spool));
-            if !live.appended(data.len() as u64) {
+            if !live.append(spool, data)? {
                 debug!(%name, "live upload failed; the spool will be uploaded at flush");
                 st.live = None;
             }
         }
+        st.dirty = true;
+        h.sync_size(&st);
         Ok(data.len() as u32)
     }
 
@@ -767,6 +769,18 @@ fn reply_err(op: &str, e: Errno) -> Errno {
     e
 }
 
+/// How the kernel should treat an open file. A write-only handle gets `FOPEN_DIRECT_IO`: its
+/// writes go from the writer's buffer straight to us, instead of first being copied into page
+/// cache pages that nobody reads (the spool and the upload have the bytes), which costs a
+/// fresh page per 4 KiB written. Such a handle cannot be read or shared-mmapped anyway.
+fn fopen_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 impl Filesystem for OssFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(max) = config.set_max_write(MAX_WRITE) {
@@ -872,7 +886,7 @@ impl Filesystem for OssFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // No FOPEN_KEEP_CACHE: other clients change files behind our back.
         match self.0.open(ino.0, flags) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), fopen_flags(flags.0)),
             Err(e) => reply.error(reply_err("open", e)),
         }
     }
@@ -1087,7 +1101,7 @@ impl Filesystem for OssFs {
                 &attr,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                fopen_flags(flags),
             ),
             Err(e) => reply.error(reply_err("create", e)),
         }

@@ -15,24 +15,29 @@
 //!
 //! A file written from its start in order (`cp` in, `dd`, `echo >`) is also streamed to the
 //! proxy *while* it is written ([`LiveUpload`]), so `close()` waits only for the tail and not
-//! for a second pass over the whole file. The upload reads what the writes just put in the
-//! spool (from the page cache), so a write costs one copy and never waits for the proxy. If
-//! a write goes anywhere but the end, or the file is truncated, the live upload is abandoned
-//! (the proxy discards it, it never becomes an object) and `flush` uploads the spool as usual.
+//! for a second pass over the whole file. Each such write goes to the spool (with O_DIRECT
+//! when it is aligned and the file system allows: nobody reads those bytes back unless the
+//! upload fails, so they need not fill the page cache) and into a bounded in-memory queue
+//! the upload takes them from. A write that finds the queue full waits for the upload, at
+//! most `HANDOFF_WAIT`; after that the upload reads the bytes back from the spool, so a
+//! stalled proxy never stalls the writer for long. If a write goes anywhere but the end, or
+//! the file is truncated, the live upload is abandoned (the proxy discards it, it never
+//! becomes an object) and `flush` uploads the spool as usual.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use fuser::Errno;
 use oss_proto::client::Client;
 use oss_proto::{ObjectMeta, ObjectName, WireError};
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::errno;
 
@@ -423,13 +428,53 @@ struct FeedState {
     /// The handle gave up on this upload: the upload must fail, never end.
     abandoned: bool,
     waker: Option<std::task::Waker>,
+    /// The latest writes, in order (with gaps where one found no room), also kept in memory
+    /// so the upload takes them from here rather than reading the spool back (at most
+    /// [`HANDOFF_MAX`] bytes).
+    chunks: std::collections::VecDeque<Chunk>,
+    queued: usize,
+    /// Buffers the upload is done with, for the next writes (reused memory is cheap to fill).
+    free: Vec<Vec<u8>>,
+    /// A write waits for room in `chunks`.
+    writer_waiting: bool,
 }
 
-type Feed = Arc<Mutex<FeedState>>;
+#[derive(Default)]
+struct FeedShared {
+    st: Mutex<FeedState>,
+    /// Signalled when the upload frees room in `chunks`.
+    room: Condvar,
+}
+
+/// Bytes of recent writes held in memory for the upload. A write that finds no room waits
+/// for the upload (at most [`HANDOFF_WAIT`]): the writes cannot finish sooner than the upload
+/// anyway, and bytes the upload takes from memory need not be read back from the spool.
+const HANDOFF_MAX: usize = 16 << 20;
+/// How long a write waits for room before it leaves its bytes to the spool only (a stalled
+/// proxy must not stall the writer).
+const HANDOFF_WAIT: Duration = Duration::from_secs(1);
+/// Alignment of the buffers written to the spool with O_DIRECT.
+const DIRECT_ALIGN: usize = 4096;
+
+/// A copy of one write's bytes: `buf[start..start + len]`, `start` aligned for O_DIRECT.
+struct Chunk {
+    off: u64,
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+type Feed = Arc<FeedShared>;
 
 fn feed_update(feed: &Feed, f: impl FnOnce(&mut FeedState)) {
     let waker = {
-        let mut st = feed.lock().unwrap();
+        let mut st = feed.st.lock().unwrap();
         f(&mut st);
         st.waker.take()
     };
@@ -438,15 +483,18 @@ fn feed_update(feed: &Feed, f: impl FnOnce(&mut FeedState)) {
     }
 }
 
-/// An upload in progress, fed by the writes of one handle as they arrive. It reads the bytes
-/// from the spool (they were just written there, so they come from the page cache): a write
-/// costs one copy into the spool and nothing more, and no write waits for the proxy.
+/// An upload in progress, fed by the writes of one handle as they arrive: it takes their
+/// bytes from memory (`FeedState::chunks`), or from the spool when it lags behind.
 pub struct LiveUpload {
     feed: Feed,
     task: Option<JoinHandle<oss_proto::wire::Result<ObjectMeta>>>,
     /// Bytes handed to the upload so far: the next write must start here to be appended.
     pub sent: u64,
     name: ObjectName,
+    /// The spool opened with O_DIRECT (when its file system allows): aligned writes go
+    /// straight to disk instead of filling the page cache with bytes nobody reads again
+    /// unless the upload fails.
+    direct: Option<File>,
 }
 
 impl Drop for LiveUpload {
@@ -462,7 +510,7 @@ impl Drop for LiveUpload {
 
 impl LiveUpload {
     /// Starts uploading `spool` as `name`; the upload sends the spool's bytes as
-    /// [`LiveUpload::appended`] makes them available.
+    /// [`LiveUpload::append`] makes them available.
     pub fn start(ctx: &Ctx, name: &ObjectName, spool: &Spool) -> LiveUpload {
         let feed = Feed::default();
         let client = ctx.client.clone();
@@ -480,6 +528,7 @@ impl LiveUpload {
             task: Some(task),
             sent: 0,
             name: name.clone(),
+            direct: open_direct(&spool.file),
         }
     }
 
@@ -487,16 +536,71 @@ impl LiveUpload {
         &self.name
     }
 
-    /// The spool now holds `n` more bytes at the end of what was sent. False when the upload
-    /// has already failed (the caller abandons it; the spool still has everything).
-    pub fn appended(&mut self, n: u64) -> bool {
+    /// Writes `data` at the end of what was sent (into the spool, and into memory for the
+    /// upload). False when the upload has already failed: the bytes are in the spool anyway,
+    /// and the caller abandons the upload.
+    pub fn append(&mut self, spool: &mut Spool, data: &[u8]) -> Result<bool, Errno> {
+        let off = self.sent;
         if self.task.as_ref().is_none_or(|t| t.is_finished()) {
-            return false;
+            spool.write_at(data, off)?;
+            return Ok(false);
         }
-        self.sent += n;
+        let mut buf = {
+            let mut st = self.feed.st.lock().unwrap();
+            let deadline = Instant::now() + HANDOFF_WAIT;
+            while st.queued + data.len() > HANDOFF_MAX && !st.abandoned {
+                let now = Instant::now();
+                if now >= deadline || self.task.as_ref().is_none_or(|t| t.is_finished()) {
+                    break;
+                }
+                st.writer_waiting = true;
+                let wait = (deadline - now).min(Duration::from_millis(50));
+                st = self.feed.room.wait_timeout(st, wait).unwrap().0;
+            }
+            st.writer_waiting = false;
+            st.free.pop().unwrap_or_default()
+        };
+        buf.clear();
+        buf.reserve(data.len() + DIRECT_ALIGN);
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        buf.resize(start, 0);
+        buf.extend_from_slice(data);
+        let chunk = Chunk {
+            off,
+            buf,
+            start,
+            len: data.len(),
+        };
+        let aligned =
+            off.is_multiple_of(DIRECT_ALIGN as u64) && data.len().is_multiple_of(DIRECT_ALIGN);
+        let mut written = false;
+        if let (true, Some(f)) = (aligned, &self.direct) {
+            match f.write_all_at(chunk.bytes(), off) {
+                Ok(()) => {
+                    spool.size = spool.size.max(off + data.len() as u64);
+                    written = true;
+                }
+                Err(e) => {
+                    debug!(error = %e, "O_DIRECT write to the spool failed; writing buffered");
+                    self.direct = None;
+                }
+            }
+        }
+        if !written {
+            spool.write_at(data, off)?;
+        }
+        self.sent += data.len() as u64;
         let sent = self.sent;
-        feed_update(&self.feed, |st| st.avail = sent);
-        true
+        feed_update(&self.feed, |st| {
+            st.avail = sent;
+            if st.queued + chunk.len <= HANDOFF_MAX {
+                st.queued += chunk.len;
+                st.chunks.push_back(chunk);
+            } else {
+                st.free.push(chunk.buf);
+            }
+        });
+        Ok(true)
     }
 
     /// Ends the body and waits for the proxy's answer.
@@ -529,7 +633,7 @@ impl tokio::io::AsyncRead for SpoolReader {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         let avail = {
-            let mut st = self.feed.lock().unwrap();
+            let mut st = self.feed.st.lock().unwrap();
             if st.abandoned {
                 return Poll::Ready(Err(std::io::Error::other("write stream abandoned")));
             }
@@ -542,8 +646,37 @@ impl tokio::io::AsyncRead for SpoolReader {
             }
             st.avail
         };
-        let n = buf.remaining().min((avail - self.pos) as usize);
-        // Just written, so in the page cache: this is a memory copy, not disk I/O.
+        let mut n = buf.remaining().min((avail - self.pos) as usize);
+        let this = &mut *self;
+        {
+            // The bytes are in memory if the writes did not run too far ahead.
+            let mut st = this.feed.st.lock().unwrap();
+            let st = &mut *st;
+            while let Some(c) = st.chunks.front() {
+                let end = c.off + c.len as u64;
+                if end > this.pos {
+                    break;
+                }
+                st.queued -= c.len;
+                let c = st.chunks.pop_front().expect("front");
+                st.free.push(c.buf);
+                if st.writer_waiting {
+                    this.feed.room.notify_one();
+                }
+            }
+            if let Some(c) = st.chunks.front() {
+                if c.off <= this.pos {
+                    let s = (this.pos - c.off) as usize;
+                    let k = n.min(c.len - s);
+                    buf.put_slice(&c.bytes()[s..s + k]);
+                    this.pos += k as u64;
+                    return Poll::Ready(Ok(()));
+                }
+                // Only the spool has the bytes before this chunk.
+                n = n.min((c.off - this.pos) as usize);
+            }
+        }
+        // Just written, so in the page cache (or on disk when written with O_DIRECT).
         let k = self.file.read_at(buf.initialize_unfilled_to(n), self.pos)?;
         if k == 0 {
             return Poll::Ready(Err(std::io::Error::other(
@@ -554,6 +687,18 @@ impl tokio::io::AsyncRead for SpoolReader {
         self.pos += k as u64;
         Poll::Ready(Ok(()))
     }
+}
+
+/// The spool opened a second time with O_DIRECT, if the file system supports it.
+fn open_direct(file: &File) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .inspect_err(|e| debug!(error = %e, "no O_DIRECT for the spool"))
+        .ok()
 }
 
 #[cfg(test)]

@@ -1492,3 +1492,82 @@ fn fuse_ls_right_after_a_cli_bulk_upload_lists_everything() {
         "ls | wc -l of {user} 1.5 s later"
     );
 }
+
+/// Write-only handles (which the kernel hands over without its page cache) written in order
+/// with odd sizes, past the in-memory hand-off to the live upload; then one written in whole
+/// MiB that seeks back and patches earlier bytes (the live upload is dropped and the spool, partly written with
+/// O_DIRECT, is uploaded). The CLI must see exactly the bytes written.
+#[test]
+fn fuse_write_only_sequential_and_patched_files_upload_exactly() {
+    let Some((c, m)) = setup("fuse_wronly", 2) else {
+        return;
+    };
+    fs::create_dir(m.path("wo")).expect("mkdir wo on the mount");
+    let data = pseudo_random(7, (40 << 20) + 12_345);
+    // Aligned 1 MiB writes, then odd ones, then aligned-size ones at odd offsets.
+    let sizes = [1 << 20; 24]
+        .into_iter()
+        .chain([3000, 4096, 1, 65_536, 777])
+        .chain(std::iter::repeat(1 << 20));
+    // Written from a page-aligned buffer, as `cp` does: a 1 MiB write then reaches ossfs as
+    // one request (from an unaligned one the kernel splits it in two).
+    let mut buf = vec![0u8; (1 << 20) + 4096];
+    let start = buf.as_ptr().align_offset(4096);
+    let mut write_all = |f: &mut fs::File| {
+        let mut pos = 0;
+        for n in sizes.clone() {
+            let end = (pos + n).min(data.len());
+            let b = &mut buf[start..start + end - pos];
+            b.copy_from_slice(&data[pos..end]);
+            f.write_all(b).expect("write");
+            pos = end;
+            if pos == data.len() {
+                break;
+            }
+        }
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("wo/seq.bin"))
+        .expect("open wo/seq.bin write-only");
+    write_all(&mut f);
+    drop(f);
+    assert_eq!(
+        cli_md5(&c, "wo/seq.bin"),
+        md5_hex(&data),
+        "sequential write-only file"
+    );
+
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("wo/patched.bin"))
+        .expect("open wo/patched.bin write-only");
+    // Only whole MiB this time (all of it goes to the spool with O_DIRECT), then the patch.
+    let mut want = data[..32 << 20].to_vec();
+    let mut buf = vec![0u8; (1 << 20) + 4096];
+    let start = buf.as_ptr().align_offset(4096);
+    for chunk in want.chunks(1 << 20) {
+        buf[start..start + chunk.len()].copy_from_slice(chunk);
+        f.write_all(&buf[start..start + chunk.len()])
+            .expect("write");
+    }
+    let patch = pseudo_random(8, 10_000);
+    f.seek(SeekFrom::Start(5 << 20)).expect("seek back");
+    f.write_all(&patch).expect("patch");
+    drop(f);
+    want[5 << 20..(5 << 20) + patch.len()].copy_from_slice(&patch);
+    assert_eq!(
+        cli_md5(&c, "wo/patched.bin"),
+        md5_hex(&want),
+        "patched write-only file"
+    );
+    let mut back = Vec::new();
+    fs::File::open(m.path("wo/patched.bin"))
+        .and_then(|mut f| f.read_to_end(&mut back))
+        .expect("read back through the mount");
+    assert!(back == want, "read back through the mount after the patch");
+}
