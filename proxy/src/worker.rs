@@ -3,6 +3,7 @@
 //! (rebalances and refills, one partition replica at a time), the quarantine poller and
 //! the full repair pass.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,39 +47,69 @@ pub fn forget_finished_leavers(st: &mut Persisted) {
     st.target.epoch = st.ring.epoch;
 }
 
-/// Runs queued moves forever, in order.
+/// Partition moves copied at the same time. Each move is latency-bound (list, then one
+/// copy per object), so a few in parallel use the disks much better; never two of one
+/// partition, so at most one replica of a partition moves at a time.
+const PARALLEL_MOVES: usize = 4;
+/// How long a partition whose move failed waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Runs queued moves forever: in queue order, up to [`PARALLEL_MOVES`] partitions at once.
 pub async fn move_worker(proxy: Arc<Proxy>) {
+    let mut running: tokio::task::JoinSet<(u32, bool)> = tokio::task::JoinSet::new();
+    let mut busy: HashSet<u32> = HashSet::new();
+    let mut backoff: HashMap<u32, Instant> = HashMap::new();
     loop {
-        let next = next_move(&proxy.state.lock().unwrap());
-        let Some(q) = next else {
-            tokio::select! {
-                _ = proxy.work.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            continue;
-        };
-        match run_move(&proxy, &q).await {
-            Ok((objects, bytes)) => flip(&proxy, &q, objects, bytes).await,
-            Err(e) => {
-                warn!(part = q.mv.part, from = q.mv.from, to = q.mv.to, error = %e, "partition move failed; will retry");
-                {
-                    let mut st = proxy.state.lock().unwrap();
-                    if let Some(j) = st.jobs.get_mut(q.job) {
-                        j.errors += 1;
-                    }
-                    // Let other partitions go first; this one's moves keep their order.
-                    if st.queue.iter().any(|h| h.mv == q.mv) {
-                        let (stuck, rest): (Vec<_>, Vec<_>) =
-                            st.queue.drain(..).partition(|x| x.mv.part == q.mv.part);
-                        st.queue = rest;
-                        st.queue.extend(stuck);
+        let now = Instant::now();
+        backoff.retain(|_, until| *until > now);
+        while running.len() < PARALLEL_MOVES {
+            let next = {
+                let st = proxy.state.lock().unwrap();
+                next_move_among(&st, |part| {
+                    busy.contains(&part) || backoff.contains_key(&part)
+                })
+            };
+            let Some(q) = next else { break };
+            busy.insert(q.mv.part);
+            let p = proxy.clone();
+            running.spawn(async move { (q.mv.part, process_move(&p, &q).await) });
+        }
+        tokio::select! {
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok((part, ok)) = done {
+                    busy.remove(&part);
+                    if !ok {
+                        backoff.insert(part, Instant::now() + RETRY_AFTER);
                     }
                 }
-                tokio::select! {
-                    _ = proxy.work.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
             }
+            _ = proxy.work.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Copies, verifies and flips one move; false if it failed (it stays queued).
+async fn process_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> bool {
+    match run_move(proxy, q).await {
+        Ok((objects, bytes)) => {
+            flip(proxy, q, objects, bytes).await;
+            true
+        }
+        Err(e) => {
+            warn!(part = q.mv.part, from = q.mv.from, to = q.mv.to, error = %e, "partition move failed; will retry");
+            let mut st = proxy.state.lock().unwrap();
+            if let Some(j) = st.jobs.get_mut(q.job) {
+                j.errors += 1;
+            }
+            // Let other partitions go first; this one's moves keep their order.
+            if st.queue.iter().any(|h| h.mv == q.mv) {
+                let (stuck, rest): (Vec<_>, Vec<_>) =
+                    st.queue.drain(..).partition(|x| x.mv.part == q.mv.part);
+                st.queue = rest;
+                st.queue.extend(stuck);
+            }
+            false
         }
     }
 }
@@ -157,10 +188,15 @@ async fn flip(proxy: &Arc<Proxy>, q: &QueuedMove, objects: u64, bytes: u64) {
 /// slots of one partition are independent, and moves of one slot are merged when queued,
 /// so this never reorders dependent moves).
 pub fn next_move(st: &Persisted) -> Option<QueuedMove> {
-    st.queue
-        .iter()
-        .find(|q| !st.ring.replicas_of(q.mv.part).contains(&q.mv.to))
-        .or(st.queue.first())
+    next_move_among(st, |_| false)
+}
+
+/// [`next_move`] among the partitions `skip` does not exclude (those being moved already).
+pub fn next_move_among(st: &Persisted, skip: impl Fn(u32) -> bool) -> Option<QueuedMove> {
+    let mut open = st.queue.iter().filter(|q| !skip(q.mv.part));
+    let first = open.clone().next();
+    open.find(|q| !st.ring.replicas_of(q.mv.part).contains(&q.mv.to))
+        .or(first)
         .cloned()
 }
 
