@@ -299,19 +299,28 @@ impl Proxy {
                 stats: self.backends.health.get(&o.addr).and_then(|l| l.stats),
             });
         }
+        // A move is done when its old copy is deleted too (on servers that are up).
+        let mut jobs = st.jobs.clone();
+        for d in &st.drops {
+            if let Some(j) = jobs.get_mut(d.job) {
+                if self.backends.health.is_up(&d.addr) {
+                    j.running = true;
+                }
+            }
+        }
         ClusterStatus {
             epoch: st.ring.epoch,
             partitions: st.ring.partitions(),
             replicas: st.ring.replicas,
             servers,
-            jobs: st.jobs.clone(),
+            jobs,
         }
     }
 
     /// Starts a job and returns its index in `jobs`.
     pub fn start_job(st: &mut Persisted, what: String, total: u64) -> usize {
         // Forget old finished jobs, keeping indices of running ones valid.
-        if st.jobs.len() >= JOBS_KEPT && st.jobs.iter().all(|j| !j.running) {
+        if st.jobs.len() >= JOBS_KEPT && st.jobs.iter().all(|j| !j.running) && st.drops.is_empty() {
             let keep_from = st.jobs.len() + 1 - JOBS_KEPT;
             st.jobs.drain(..keep_from);
         }
@@ -676,6 +685,9 @@ mod tests {
         let t = st.target.with_device_added(&addrs[4]).unwrap();
         Proxy::enqueue(&mut st, t, MoveKind::Rebalance, "add".into());
         run(&mut st, 10);
+        // Each flip of a rebalance leaves its old copy to delete, persisted with the flip.
+        assert_eq!(st.drops.len(), 10);
+        assert!(st.drops.iter().all(|d| d.job == 0 && d.addr != addrs[4]));
         let t = st.target.with_device_removed(0).unwrap();
         st.leaving.push(0);
         Proxy::enqueue(&mut st, t, MoveKind::Refill, "refill 0".into());

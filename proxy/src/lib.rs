@@ -36,6 +36,8 @@ pub async fn run(
     // A first round of disk checks before serving, so the first requests already know
     // which servers are down.
     worker::check_servers(&proxy).await;
+    // Old copies a previous run flipped away from but did not delete yet.
+    worker::settle_pending_drops(&proxy).await;
     let bg = [
         tokio::spawn(worker::health_loop(proxy.clone())),
         tokio::spawn(worker::move_worker(proxy.clone())),

@@ -36,6 +36,18 @@ pub struct QueuedMove {
     pub job: usize,
 }
 
+/// A partition whose copy on `addr` must be deleted: it moved away and the ring flipped.
+/// Persisted with the flip, so a proxy killed between the flip and the delete still
+/// deletes it after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDrop {
+    pub part: u32,
+    pub addr: String,
+    /// The job whose move this finishes: it shows as running until its drops are done.
+    #[serde(default)]
+    pub job: usize,
+}
+
 /// A server that is not (or no longer) in the ring but still matters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutsideServer {
@@ -56,6 +68,9 @@ pub struct Persisted {
     pub leaving: Vec<DevId>,
     pub outside: Vec<OutsideServer>,
     pub jobs: Vec<Progress>,
+    /// Old copies still to delete after flips (absent in files written before it existed).
+    #[serde(default)]
+    pub drops: Vec<PendingDrop>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +101,7 @@ impl Persisted {
             leaving: Vec::new(),
             outside: Vec::new(),
             jobs: Vec::new(),
+            drops: Vec::new(),
         }
     }
 

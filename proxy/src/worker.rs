@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::cluster::{finish_job, Proxy};
 use crate::repair::{repair_quarantined, sync_partition};
-use crate::state::{MoveKind, Persisted, QueuedMove};
+use crate::state::{MoveKind, PendingDrop, Persisted, QueuedMove};
 
 /// How long one audit pass may take before the proxy stops waiting for it.
 const AUDIT_DEADLINE: Duration = Duration::from_secs(3600);
@@ -62,6 +62,18 @@ pub async fn move_worker(proxy: Arc<Proxy>) {
     loop {
         let now = Instant::now();
         backoff.retain(|_, until| *until > now);
+        // Old copies whose delete did not happen yet (a restart, a server that was down).
+        let drops: Vec<PendingDrop> = {
+            let st = proxy.state.lock().unwrap();
+            st.drops
+                .iter()
+                .filter(|d| !busy.contains(&d.part))
+                .cloned()
+                .collect()
+        };
+        for d in drops {
+            settle_drop(&proxy, &d).await;
+        }
         while running.len() < PARALLEL_MOVES {
             let next = {
                 let st = proxy.state.lock().unwrap();
@@ -171,15 +183,20 @@ async fn flip(proxy: &Arc<Proxy>, q: &QueuedMove, objects: u64, bytes: u64) {
         drop_from
     };
     if let Some(addr) = drop_from {
-        if proxy.backends.health.is_up(&addr) {
-            if let Err(e) = proxy
-                .backends
-                .call(&addr, &StorageRequest::DropPartition { part: q.mv.part })
-                .await
-            {
-                warn!(server = %addr, part = q.mv.part, error = %e, "cannot drop a moved partition");
-            }
-        }
+        let d = PendingDrop {
+            part: q.mv.part,
+            addr,
+            job: q.job,
+        };
+        settle_drop(proxy, &d).await;
+    }
+}
+
+/// Settles every pending drop that can be settled now (run before serving after a start).
+pub async fn settle_pending_drops(proxy: &Arc<Proxy>) {
+    let drops = proxy.state.lock().unwrap().drops.clone();
+    for d in drops {
+        settle_drop(proxy, &d).await;
     }
 }
 
@@ -224,7 +241,40 @@ pub fn record_flip(st: &mut Persisted, q: &QueuedMove, bytes: u64) -> Option<Opt
     let from_addr = st.addr_of(q.mv.from).map(str::to_owned);
     let still_member = st.replica_set(q.mv.part).contains(&q.mv.from);
     forget_finished_leavers(st);
-    Some(from_addr.filter(|_| q.kind == MoveKind::Rebalance && !still_member))
+    let drop_from = from_addr.filter(|_| q.kind == MoveKind::Rebalance && !still_member);
+    if let Some(addr) = &drop_from {
+        let d = PendingDrop {
+            part: q.mv.part,
+            addr: addr.clone(),
+            job: q.job,
+        };
+        if !st.drops.contains(&d) {
+            st.drops.push(d);
+        }
+    }
+    Some(drop_from)
+}
+
+/// Deletes a moved-away partition's old copy, unless the server is a member of that
+/// partition again; either way the pending drop is then settled (and persisted).
+async fn settle_drop(proxy: &Arc<Proxy>, d: &PendingDrop) {
+    let member = proxy
+        .replica_members(d.part)
+        .iter()
+        .any(|m| m.addr == d.addr);
+    if !member {
+        if !proxy.backends.health.is_up(&d.addr) {
+            return;
+        }
+        let req = StorageRequest::DropPartition { part: d.part };
+        if let Err(e) = proxy.backends.call(&d.addr, &req).await {
+            warn!(server = %d.addr, part = d.part, error = %e, "cannot drop a moved partition yet");
+            return;
+        }
+    }
+    let mut st = proxy.state.lock().unwrap();
+    st.drops.retain(|x| x != d);
+    proxy.save(&st);
 }
 
 /// One round of disk checks, then the state changes they imply.
