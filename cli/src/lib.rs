@@ -57,8 +57,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete { name } => cmd::objects::delete(&ctx, name).await,
         Command::List { user, long } => cmd::objects::list(&ctx, user, *long).await,
         Command::Check { name } => cmd::objects::check(&ctx, name).await,
-        Command::AddDisk { addr, wait } => cmd::admin::add_disk(&ctx, addr, *wait).await,
-        Command::RemoveDisk { addr, wait } => cmd::admin::remove_disk(&ctx, addr, *wait).await,
+        Command::AddDisk { addr, wait } => {
+            cmd::admin::change_disk(&ctx, cmd::admin::DiskChange::Add, addr, *wait).await
+        }
+        Command::RemoveDisk { addr, wait } => {
+            cmd::admin::change_disk(&ctx, cmd::admin::DiskChange::Remove, addr, *wait).await
+        }
         Command::Status { json } => cmd::admin::status(&ctx, *json).await,
         Command::Repair { wait } => cmd::admin::repair(&ctx, *wait).await,
         Command::Audit => cmd::admin::audit(&ctx).await,

@@ -361,15 +361,14 @@ impl Proxy {
                 }
             }
         }
-        // A merged move may now lead back where it started.
+        // A merged move may now lead back where it started; a job left without moves
+        // (this one included, if nothing had to move) is done.
+        let had: BTreeSet<usize> = st.queue.iter().map(|q| q.job).chain([job]).collect();
         st.queue.retain(|q| q.mv.from != q.mv.to);
         st.jobs[job].total = added;
         st.target = new_target;
-        for j in 0..st.jobs.len() {
-            if st.jobs[j].running
-                && !st.queue.iter().any(|q| q.job == j)
-                && st.jobs[j].what != "repair"
-            {
+        for j in had {
+            if !st.queue.iter().any(|q| q.job == j) {
                 finish_job(st, j);
             }
         }

@@ -26,13 +26,13 @@ use std::future::Future;
 pub use cluster::{OpenError, Proxy};
 pub use config::Config;
 
-/// Opens the state directory and serves clients on `listener` until `shutdown` resolves.
+/// Serves clients of an opened proxy ([`Proxy::open`]) on `listener` until `shutdown`
+/// resolves.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    cfg: Config,
+    proxy: std::sync::Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), OpenError> {
-    let proxy = Proxy::open(cfg)?;
+) {
     // A first round of disk checks before serving, so the first requests already know
     // which servers are down.
     worker::check_servers(&proxy).await;
@@ -47,5 +47,4 @@ pub async fn run(
     for t in bg {
         t.abort();
     }
-    Ok(())
 }

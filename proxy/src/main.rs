@@ -68,7 +68,7 @@ fn real_main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         // Open (and validate) the state before binding, so a bad flag fails fast.
-        oss_proxy::Proxy::open(cfg.clone())?;
+        let proxy = oss_proxy::Proxy::open(cfg)?;
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -78,7 +78,7 @@ fn real_main() -> anyhow::Result<()> {
             writeln!(out, "oss-proxy listening on {addr}")?;
             out.flush()?;
         }
-        oss_proxy::run(listener, cfg, shutdown_signal()).await?;
+        oss_proxy::run(listener, proxy, shutdown_signal()).await;
         Ok(())
     })
 }

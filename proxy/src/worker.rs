@@ -35,14 +35,6 @@ pub fn forget_finished_leavers(st: &mut Persisted) {
         st.ring.devices = st.target.devices.clone();
         st.ring.next_id = st.target.next_id;
         st.leaving.clear();
-        for j in 0..st.jobs.len() {
-            if st.jobs[j].what.starts_with("add ")
-                || st.jobs[j].what.starts_with("remove ")
-                || st.jobs[j].what.starts_with("refill ")
-            {
-                finish_job(st, j);
-            }
-        }
     }
     st.target.epoch = st.ring.epoch;
 }

@@ -73,7 +73,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Makes a child die with the thread that spawned it (see the module doc).
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -643,6 +643,36 @@ impl Cluster {
     }
     pub fn oss_timeout(&self, args: &[&str], timeout: Duration) -> Output {
         oss_at(&self.proxy_addr(), args, None, timeout)
+    }
+
+    /// `oss list USER -l` as file name → (size, md5); panics if the command fails. Each
+    /// line must hold the name as its last column, the size as the first all-digit column
+    /// and the MD5 as a 32-hex column; a name listed twice is a failure.
+    pub fn list_long(&self, user: &str) -> std::collections::BTreeMap<String, (u64, String)> {
+        let out = self.oss(&["list", user, "-l"]);
+        out.assert_ok(&format!("oss list {user} -l"));
+        let prefix = format!("{user}/");
+        let mut map = std::collections::BTreeMap::new();
+        for line in out.stdout_str().lines().filter(|l| !l.trim().is_empty()) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let md5 = cols
+                .iter()
+                .find(|c| c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+                .unwrap_or_else(|| panic!("no md5 column in {line:?}"))
+                .to_lowercase();
+            let size = cols
+                .iter()
+                .find(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no size column in {line:?}"));
+            let name = cols.last().expect("a non-empty line has a column");
+            let name = name.strip_prefix(&prefix).unwrap_or(name).to_string();
+            assert!(
+                map.insert(name.clone(), (size, md5)).is_none(),
+                "{name} listed twice"
+            );
+        }
+        map
     }
 
     /// Uploads `data` as `name` through a local file; panics on failure.

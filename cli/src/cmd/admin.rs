@@ -17,36 +17,34 @@ use crate::Ctx;
 /// How often `--wait` asks the proxy: quick enough to feel live, rare enough to be free.
 const POLL: Duration = Duration::from_millis(200);
 
-pub async fn add_disk(ctx: &Ctx, addr: &str, wait: bool) -> Result<()> {
-    validate_addr(addr).map_err(CliError::new)?;
-    let t0 = now_micros();
-    ctx.client
-        .add_disk(addr)
-        .await
-        .map_err(|e| ctx.fail(&e, addr))?;
-    if wait {
-        wait_jobs(ctx, t0).await
-    } else {
-        emit(&format!(
-            "added {addr}; partitions move in the background (see `oss status`)\n"
-        ))
-    }
+/// Which ring change `add-disk` / `remove-disk` asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum DiskChange {
+    Add,
+    Remove,
 }
 
-pub async fn remove_disk(ctx: &Ctx, addr: &str, wait: bool) -> Result<()> {
+/// `oss add-disk` and `oss remove-disk`: the proxy plans the moves and answers at once;
+/// `--wait` follows the jobs until they end.
+pub async fn change_disk(ctx: &Ctx, change: DiskChange, addr: &str, wait: bool) -> Result<()> {
     validate_addr(addr).map_err(CliError::new)?;
     let t0 = now_micros();
-    ctx.client
-        .remove_disk(addr)
-        .await
-        .map_err(|e| ctx.fail(&e, addr))?;
+    let asked = match change {
+        DiskChange::Add => ctx.client.add_disk(addr).await,
+        DiskChange::Remove => ctx.client.remove_disk(addr).await,
+    };
+    asked.map_err(|e| ctx.fail(&e, addr))?;
     if wait {
-        wait_jobs(ctx, t0).await
-    } else {
-        emit(&format!(
-            "removing {addr}; it drains in the background (see `oss status`)\n"
-        ))
+        return wait_jobs(ctx, t0).await;
     }
+    emit(&match change {
+        DiskChange::Add => {
+            format!("added {addr}; partitions move in the background (see `oss status`)\n")
+        }
+        DiskChange::Remove => {
+            format!("removing {addr}; it drains in the background (see `oss status`)\n")
+        }
+    })
 }
 
 pub async fn repair(ctx: &Ctx, wait: bool) -> Result<()> {

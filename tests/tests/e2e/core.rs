@@ -90,7 +90,7 @@ fn round_trip_50mib_file_and_pipe() {
     for name in ["big/file", "big/pipe"] {
         assert_eq!(c.find_replicas(name).len(), 2, "{name}: replicas");
     }
-    let l = list_long(&c, "big");
+    let l = c.list_long("big");
     for f in ["file", "pipe"] {
         assert_eq!(
             l.get(f).map(|e| (e.0, e.1.as_str())),
@@ -110,7 +110,7 @@ fn overwrite_replaces_the_content_everywhere() {
     for (i, v) in [&v1, &v2, &v3].into_iter().enumerate() {
         c.upload_bytes(name, v);
         c.assert_content(name, v);
-        let l = list_long(&c, "ow");
+        let l = c.list_long("ow");
         assert_eq!(l.len(), 1, "version {i}: one file listed: {l:?}");
         assert_eq!(
             l.get("doc"),
@@ -176,7 +176,7 @@ fn list_shows_live_files_newest_version_size_and_md5() {
     c.delete("lister/c").assert_ok("delete c");
 
     assert_eq!(list_names(&c, "lister"), vec!["a", "b", "d"]);
-    let l = list_long(&c, "lister");
+    let l = c.list_long("lister");
     assert_eq!(l.len(), 3, "{l:?}");
     assert_eq!(l["a"], (0, md5_hex(&a)));
     assert_eq!(l["b"], (5, md5_hex(&b2)));
@@ -304,37 +304,4 @@ pub fn list_names(c: &Cluster, user: &str) -> Vec<String> {
             l.strip_prefix(&prefix).unwrap_or(l).to_string()
         })
         .collect()
-}
-
-/// `oss list USER -l` as file name → (size, md5). Each line must hold the name as one
-/// column, the size as a decimal column and the MD5 as a 32-hex column.
-pub fn list_long(c: &Cluster, user: &str) -> std::collections::BTreeMap<String, (u64, String)> {
-    let out = c.oss(&["list", user, "-l"]);
-    out.assert_ok(&format!("list {user} -l"));
-    let prefix = format!("{user}/");
-    let mut map = std::collections::BTreeMap::new();
-    for line in out.stdout_str().lines().filter(|l| !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let md5 = cols
-            .iter()
-            .find(|c| c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-            .unwrap_or_else(|| panic!("no md5 column in {line:?}"))
-            .to_lowercase();
-        let name = cols
-            .last()
-            .map(|n| n.strip_prefix(&prefix).unwrap_or(n).to_string())
-            .unwrap();
-        // The size is the first all-digit column (time columns come after it or are not
-        // purely digits); fall back to any digit column.
-        let size = cols
-            .iter()
-            .find(|c| c.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|c| c.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no size column in {line:?}"));
-        assert!(
-            map.insert(name.clone(), (size, md5)).is_none(),
-            "{name} listed twice"
-        );
-    }
-    map
 }

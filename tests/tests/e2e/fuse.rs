@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::io::IntoRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -145,18 +144,7 @@ impl Mount {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: prctl/getppid are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() == 1 {
-                    return Err(std::io::Error::other("parent already gone"));
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start ossfs: {e}"))?;
@@ -360,34 +348,6 @@ fn cli_md5(c: &Cluster, name: &str) -> String {
     h
 }
 
-/// `oss list -l USER` as name → (size, md5).
-fn cli_list(c: &Cluster, user: &str) -> BTreeMap<String, (u64, String)> {
-    let out = c.oss(&["list", user, "-l"]);
-    if !out.status.success() && out.stderr_str().to_lowercase().contains("not found") {
-        return BTreeMap::new();
-    }
-    out.assert_ok(&format!("oss list {user} -l"));
-    let prefix = format!("{user}/");
-    let mut map = BTreeMap::new();
-    for line in out.stdout_str().lines().filter(|l| !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let md5 = cols
-            .iter()
-            .find(|c| c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-            .unwrap_or_else(|| panic!("no md5 column in {line:?}"))
-            .to_lowercase();
-        let size = cols
-            .iter()
-            .find(|c| c.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|c| c.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no size column in {line:?}"));
-        let name = cols.last().unwrap();
-        let name = name.strip_prefix(&prefix).unwrap_or(name).to_string();
-        map.insert(name, (size, md5));
-    }
-    map
-}
-
 /// The error number of an `std::io::Error` (for messages).
 fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
@@ -431,7 +391,7 @@ fn fuse_writes_are_visible_to_the_cli_after_close() {
     let want = write_pseudo_random_file(&src, 2, 12 << 20);
     ok(&m, "cp", &[path_str(&src), &m.p("alice/big.bin")]);
     assert_eq!(cli_md5(&c, "alice/big.bin"), want, "12 MiB after cp");
-    let l = cli_list(&c, "alice");
+    let l = c.list_long("alice");
     assert_eq!(l.get("big.bin"), Some(&(12 << 20, want.clone())), "list -l");
 
     // echo > f, then >> appends.
@@ -592,7 +552,7 @@ fn fuse_listings_stat_and_df() {
     assert!(fs::metadata(m.path("alice")).unwrap().is_dir());
 
     // ls -l sizes = oss list -l sizes.
-    let cli = cli_list(&c, "alice");
+    let cli = c.list_long("alice");
     assert_eq!(cli.len(), 4, "oss list -l alice: {cli:?}");
     let out = ok(&m, "ls", &["-l", "--time-style=+T", &m.p("alice")]);
     let mut seen = BTreeMap::new();
@@ -860,7 +820,7 @@ fn fuse_mkdir_and_rmdir_of_users() {
         m.log_since(from)
     );
     assert_eq!(
-        cli_list(&c, "alice").len(),
+        c.list_long("alice").len(),
         1,
         "mkdir below a user stored something"
     );
@@ -917,7 +877,7 @@ fn fuse_errors_missing_files_and_bad_names() {
     let max = "m".repeat(255);
     fs::write(m.path(&format!("alice/{max}")), b"max").expect("255-byte name");
     assert_cli_content(&c, &format!("alice/{max}"), b"max", "255-byte name");
-    let names: Vec<String> = cli_list(&c, "alice").into_keys().collect();
+    let names: Vec<String> = c.list_long("alice").into_keys().collect();
     assert_eq!(names, vec!["f".to_string(), max.clone()], "what alice has");
 
     // Files only live in a user's folder.
@@ -1474,7 +1434,7 @@ fn fuse_ls_right_after_a_cli_bulk_upload_lists_everything() {
             "ls -l line with the wrong size or kind: {line:?}"
         );
     }
-    let cli = cli_list(&c, user);
+    let cli = c.list_long(user);
     assert_eq!(cli.len(), N, "oss list -l {user}");
     let names: std::collections::BTreeSet<&str> = lines
         .iter()
