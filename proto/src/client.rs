@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::name::ObjectName;
 use crate::wire::{
-    Chunk, ClientRequest, ClusterStatus, Connection, Error, ObjectMeta, ReplicaState, Response,
-    Result, UploadTrailer, WireError, CHUNK,
+    Attrs, Chunk, ClientRequest, ClusterStatus, Connection, Error, ListItem, ListQuery, ObjectMeta,
+    ReplicaState, Response, Result, UploadTrailer, WireError, CHUNK,
 };
 
 /// Where `oss` and `ossfs` look for the proxy when neither `--proxy` nor `$OSS_PROXY` is set.
@@ -114,11 +114,25 @@ impl Client {
         reader: &mut R,
         progress: ProgressFn<'_>,
     ) -> Result<ObjectMeta> {
+        self.upload_with(name, size, Attrs::default(), reader, progress)
+            .await
+    }
+
+    /// [`Client::upload`] with a content type and metadata stored alongside.
+    pub async fn upload_with<R: AsyncRead + Unpin>(
+        &self,
+        name: &ObjectName,
+        size: Option<u64>,
+        attrs: Attrs,
+        reader: &mut R,
+        progress: ProgressFn<'_>,
+    ) -> Result<ObjectMeta> {
         let mut c = self.conn().await?;
         let sent = async {
             c.write_header(&ClientRequest::Upload {
                 name: name.clone(),
                 size,
+                attrs,
             })
             .await?;
             let mut md5 = PipelinedMd5::new();
@@ -273,33 +287,67 @@ impl Client {
         }
     }
 
-    /// A user's live files, sorted by name.
-    pub async fn list(&self, user: &str) -> Result<Vec<ObjectMeta>> {
-        let mut c = self.conn().await?;
-        c.write_header(&ClientRequest::List {
-            user: user.to_owned(),
-        })
-        .await?;
-        c.flush().await?;
+    /// One listing page: live files and (with a delimiter) subdirectories, sorted by key.
+    /// `truncated`: ask again with `marker` = the last item's key for more.
+    pub async fn list_page(&self, query: &ListQuery) -> Result<(Vec<ListItem>, bool)> {
+        match self.call(&ClientRequest::List(query.clone())).await? {
+            Response::Page { items, truncated } => Ok((items, truncated)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every page of a listing, collected (the query's marker is where it starts).
+    pub async fn list_all(&self, query: &ListQuery) -> Result<Vec<ListItem>> {
+        let mut q = query.clone();
         let mut all = Vec::new();
         loop {
-            match c.read_response().await {
-                Ok(Response::Listing { entries, more }) => {
-                    all.extend(entries);
-                    if !more {
-                        break;
-                    }
-                }
-                Ok(other) => return Err(unexpected(other)),
-                Err(Error::Remote(e)) => {
-                    self.put_back(c);
-                    return Err(Error::Remote(e));
-                }
-                Err(e) => return Err(e),
+            let (items, truncated) = self.list_page(&q).await?;
+            let Some(last) = items.last() else { break };
+            q.marker = last.key().to_owned();
+            all.extend(items);
+            if !truncated {
+                break;
             }
         }
-        self.put_back(c);
         Ok(all)
+    }
+
+    /// Every live file of a user (all depths), sorted by name.
+    pub async fn list(&self, user: &str) -> Result<Vec<ObjectMeta>> {
+        let q = ListQuery {
+            user: user.to_owned(),
+            ..ListQuery::default()
+        };
+        Ok(self
+            .list_all(&q)
+            .await?
+            .into_iter()
+            .filter_map(|i| match i {
+                ListItem::Object(m) => Some(m),
+                ListItem::Prefix(_) => None,
+            })
+            .collect())
+    }
+
+    /// Server-side copy of `src`'s newest version to `dst`; `attrs: None` keeps the
+    /// source's content type and metadata.
+    pub async fn copy(
+        &self,
+        src: &ObjectName,
+        dst: &ObjectName,
+        attrs: Option<Attrs>,
+    ) -> Result<ObjectMeta> {
+        match self
+            .call(&ClientRequest::Copy {
+                src: src.clone(),
+                dst: dst.clone(),
+                attrs,
+            })
+            .await?
+        {
+            Response::Stored(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn list_users(&self) -> Result<Vec<String>> {

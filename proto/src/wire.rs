@@ -35,7 +35,7 @@ use crate::ring::DevId;
 
 /// Bumped whenever a message's shape changes: postcard is not self-describing, so both ends
 /// must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Sent in [`Hello`] so a stray client (an HTTP probe, say) is told off quickly.
 pub const MAGIC: [u8; 4] = *b"oss1";
 /// Largest header frame. Listings are paged well below this; anything larger is garbage.
@@ -46,8 +46,13 @@ pub const MAX_CHUNK: u32 = 1 << 20;
 pub const CHUNK: usize = 256 << 10;
 /// Socket buffer size on each side of a connection.
 const IO_BUF: usize = 256 << 10;
-/// Entries per listing page.
-pub const LIST_PAGE: usize = 2000;
+/// Entries per listing page when the asker sets no smaller limit.
+pub const LIST_PAGE: usize = 1000;
+/// Most entries one listing page may ask for (Swift's `container_listing_limit`).
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+/// A listing page stops growing once its entries hold about this many bytes, whatever the
+/// limit, so a page of entries with large metadata still fits in a [`MAX_HEADER`] frame.
+pub const LIST_PAGE_BYTES: usize = 1 << 20;
 
 const KIND_HEADER: u8 = 0;
 const KIND_DATA: u8 = 1;
@@ -72,6 +77,233 @@ pub struct ObjectMeta {
     pub timestamp: Timestamp,
     /// A tombstone: the object was deleted at `timestamp`.
     pub deleted: bool,
+    /// What the writer stored with the bytes (content type, user metadata).
+    pub attrs: Attrs,
+}
+
+impl ObjectMeta {
+    /// A live directory marker (see [`Attrs::DIRECTORY`]).
+    pub fn is_dir_marker(&self) -> bool {
+        !self.deleted && self.attrs.is_dir_marker()
+    }
+}
+
+/// What a writer stores with an object besides its bytes, as Swift does: a content type and
+/// user metadata (`X-Object-Meta-*` through the Swift door). Stored in the object's footer,
+/// copied with the object by every repair, refill and move, and listed with it.
+///
+/// The mount keeps a file's modification time and mode here, under the keys rclone and
+/// python-swiftclient use: [`Attrs::MTIME`] and [`Attrs::MODE`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    /// Empty when the writer named none.
+    pub content_type: String,
+    /// Lower-case keys (without `x-object-meta-`), sorted.
+    pub meta: std::collections::BTreeMap<String, String>,
+}
+
+/// Why attributes were refused (Swift's limits; the same numbers in every door).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum AttrsError {
+    #[error("more than {} metadata items", Attrs::MAX_COUNT)]
+    TooMany,
+    #[error("metadata name {0:?} is empty, longer than {max} bytes or not a token", max = Attrs::MAX_NAME)]
+    BadName(String),
+    #[error("metadata value of {0:?} is longer than {max} bytes or holds a control character", max = Attrs::MAX_VALUE)]
+    BadValue(String),
+    #[error("metadata is larger than {} bytes in all", Attrs::MAX_OVERALL)]
+    TooLarge,
+    #[error(
+        "content type is longer than {} bytes or holds a control character",
+        Attrs::MAX_CONTENT_TYPE
+    )]
+    BadContentType,
+}
+
+impl Attrs {
+    /// The content type of a directory marker: a zero-byte object named like the directory
+    /// (no trailing '/'), as python-swiftclient writes them and rclone reads them.
+    pub const DIRECTORY: &'static str = "application/directory";
+    /// Modification time set by a client, in seconds since the epoch with a fraction
+    /// (`"1700000000.123456"`), as rclone and python-swiftclient write `X-Object-Meta-Mtime`.
+    pub const MTIME: &'static str = "mtime";
+    /// Unix mode bits set through the mount, in octal (`"100755"`).
+    pub const MODE: &'static str = "mode";
+    /// Swift's `max_meta_count`, `max_meta_name_length`, `max_meta_value_length`,
+    /// `max_meta_overall_size`.
+    pub const MAX_COUNT: usize = 90;
+    pub const MAX_NAME: usize = 128;
+    pub const MAX_VALUE: usize = 256;
+    pub const MAX_OVERALL: usize = 4096;
+    pub const MAX_CONTENT_TYPE: usize = 256;
+
+    pub fn directory() -> Self {
+        Attrs {
+            content_type: Self::DIRECTORY.to_owned(),
+            meta: Default::default(),
+        }
+    }
+
+    pub fn is_dir_marker(&self) -> bool {
+        self.content_type == Self::DIRECTORY
+    }
+
+    /// The client-set modification time in µs since the epoch, if any and well-formed.
+    pub fn mtime_micros(&self) -> Option<Timestamp> {
+        let v = self.meta.get(Self::MTIME)?;
+        let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+        let secs: u64 = secs.parse().ok()?;
+        let frac = frac.get(..frac.len().min(6))?;
+        let micros: u64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<6}").parse().ok()?
+        };
+        secs.checked_mul(1_000_000)?.checked_add(micros)
+    }
+
+    pub fn set_mtime_micros(&mut self, us: Timestamp) {
+        self.meta.insert(
+            Self::MTIME.to_owned(),
+            format!("{}.{:06}", us / 1_000_000, us % 1_000_000),
+        );
+    }
+
+    /// Mode bits set through the mount (permission bits and above), if any.
+    pub fn mode(&self) -> Option<u32> {
+        u32::from_str_radix(self.meta.get(Self::MODE)?, 8).ok()
+    }
+
+    pub fn set_mode(&mut self, mode: u32) {
+        self.meta.insert(Self::MODE.to_owned(), format!("{mode:o}"));
+    }
+
+    /// Checks Swift's limits. Names must be HTTP tokens (they become header names).
+    pub fn validate(&self) -> Result<(), AttrsError> {
+        let printable = |s: &str| !s.chars().any(|c| c.is_control());
+        if self.content_type.len() > Self::MAX_CONTENT_TYPE || !printable(&self.content_type) {
+            return Err(AttrsError::BadContentType);
+        }
+        if self.meta.len() > Self::MAX_COUNT {
+            return Err(AttrsError::TooMany);
+        }
+        let mut overall = 0;
+        for (k, v) in &self.meta {
+            let token = k.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+            });
+            if k.is_empty() || k.len() > Self::MAX_NAME || !token {
+                return Err(AttrsError::BadName(k.clone()));
+            }
+            if v.len() > Self::MAX_VALUE || !printable(v) {
+                return Err(AttrsError::BadValue(k.clone()));
+            }
+            overall += k.len() + v.len();
+        }
+        if overall > Self::MAX_OVERALL {
+            return Err(AttrsError::TooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// One listing request, relative to a user. Names are compared as UTF-8 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub user: String,
+    /// Only names starting with this (`"photos/"` lists a directory; `""` everything).
+    pub prefix: String,
+    /// With `Some('/')`, names with the delimiter after the prefix are rolled up into one
+    /// [`ListItem::Prefix`] each (a subdirectory), as S3 and Swift do.
+    pub delimiter: Option<char>,
+    /// Only entries sorting after this (the last entry of the previous page).
+    pub marker: String,
+    /// Only entries sorting before this; empty for no bound.
+    pub end_marker: String,
+    /// At most this many entries (at most [`MAX_LIST_LIMIT`]); 0 means [`LIST_PAGE`].
+    pub limit: u32,
+}
+
+impl ListQuery {
+    /// The query's user and prefix check, and its limit clamped to what a page may hold.
+    pub fn validate(&self) -> Result<usize, WireError> {
+        crate::name::validate_user(&self.user).map_err(WireError::InvalidName)?;
+        for s in [&self.prefix, &self.marker, &self.end_marker] {
+            crate::name::validate_prefix(s).map_err(WireError::InvalidName)?;
+        }
+        if matches!(self.delimiter, Some('\0' | char::MAX)) {
+            return Err(WireError::BadRequest(
+                "the delimiter may not be NUL or U+10FFFF".into(),
+            ));
+        }
+        if self.limit > MAX_LIST_LIMIT {
+            return Err(WireError::BadRequest(format!(
+                "listing limit {} is above {MAX_LIST_LIMIT}",
+                self.limit
+            )));
+        }
+        Ok(if self.limit == 0 {
+            LIST_PAGE
+        } else {
+            self.limit as usize
+        })
+    }
+
+    /// The rolled-up key of a file name under this query: the name itself, or with a
+    /// delimiter after the prefix, the prefix up to and including that delimiter.
+    pub fn roll_up<'a>(&self, file: &'a str) -> Key<'a> {
+        if let Some(d) = self.delimiter {
+            if let Some(rest) = file.get(self.prefix.len()..) {
+                if let Some(i) = rest.find(d) {
+                    return Key::Prefix(&file[..self.prefix.len() + i + d.len_utf8()]);
+                }
+            }
+        }
+        Key::Name(file)
+    }
+}
+
+/// A name as a listing sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key<'a> {
+    Name(&'a str),
+    Prefix(&'a str),
+}
+
+/// One entry of a listing page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListItem {
+    /// A file (or, in a storage server's page, possibly a tombstone).
+    Object(ObjectMeta),
+    /// A common prefix, ending with the delimiter: a subdirectory that holds at least one
+    /// live name. Relative to the user, like [`ObjectName::file`].
+    Prefix(String),
+}
+
+impl ListItem {
+    /// The key a listing is sorted by and a marker names: the file name, or the prefix.
+    pub fn key(&self) -> &str {
+        match self {
+            ListItem::Object(m) => m.name.file(),
+            ListItem::Prefix(p) => p,
+        }
+    }
+
+    /// A rough encoded size, for [`LIST_PAGE_BYTES`].
+    pub fn approx_size(&self) -> usize {
+        match self {
+            ListItem::Object(m) => {
+                64 + m.name.as_str().len()
+                    + m.attrs.content_type.len()
+                    + m.attrs
+                        .meta
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 4)
+                        .sum::<usize>()
+            }
+            ListItem::Prefix(p) => 8 + p.len(),
+        }
+    }
 }
 
 /// Errors that cross the wire as values. Callers branch on the variant, never on text.
@@ -81,6 +313,8 @@ pub enum WireError {
     NotFound,
     #[error("invalid name: {0}")]
     InvalidName(NameError),
+    #[error("invalid metadata: {0}")]
+    InvalidAttrs(AttrsError),
     #[error("corrupted: {0}")]
     Corrupt(String),
     #[error("unavailable: {0}")]
@@ -139,7 +373,11 @@ pub struct UploadTrailer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// Body and [`UploadTrailer`] follow. Answer: `Stored`.
-    Upload { name: ObjectName, size: Option<u64> },
+    Upload {
+        name: ObjectName,
+        size: Option<u64>,
+        attrs: Attrs,
+    },
     /// Answer: `Object` then a body of the requested range (`len: None` = to the end).
     Download {
         name: ObjectName,
@@ -150,8 +388,18 @@ pub enum ClientRequest {
     Stat { name: ObjectName },
     /// Answer: `Deleted`.
     Delete { name: ObjectName },
-    /// Answer: `Listing` pages until `more == false`; live objects only.
-    List { user: String },
+    /// One page of a listing: live objects and common prefixes, sorted. Answer: `Page`; a
+    /// client asks for the next page with `marker` set to the last key it got.
+    List(ListQuery),
+    /// Server-side copy: the proxy copies `src`'s newest version to `dst` (MD5-checked by
+    /// every destination, stamped like any write) without the bytes reaching the client.
+    /// `attrs: None` keeps the source's. `src == dst` with new attrs replaces the metadata.
+    /// Answer: `Stored`.
+    Copy {
+        src: ObjectName,
+        dst: ObjectName,
+        attrs: Option<Attrs>,
+    },
     /// Answer: `Users`.
     ListUsers,
     /// Answer: `Status`.
@@ -178,6 +426,7 @@ pub enum StorageRequest {
         part: u32,
         timestamp: Timestamp,
         size: Option<u64>,
+        attrs: Attrs,
     },
     /// Answer: `Object` and a body; every block is verified before it is sent, and a bad one
     /// aborts the body with `Corrupt`. `timestamp: Some(t)` refuses any other version
@@ -199,8 +448,10 @@ pub enum StorageRequest {
     },
     /// Re-reads the whole object and compares its MD5. Answer: `Checked`.
     Check { name: ObjectName, part: u32 },
-    /// Answer: `Listing` pages, tombstones included.
-    ListUser { user: String },
+    /// One page of a user's entries by a range scan of the sorted index: objects and
+    /// tombstones, and with a delimiter the common prefixes holding a live name here.
+    /// Answer: `Page`.
+    List(ListQuery),
     /// Answer: `Users` (users with at least one live object).
     ListUsers,
     /// Answer: `Listing` pages of everything in one partition, tombstones included.
@@ -329,6 +580,11 @@ pub enum Response {
     Listing {
         entries: Vec<ObjectMeta>,
         more: bool,
+    },
+    /// One listing page; `truncated`: more entries may follow after the last one.
+    Page {
+        items: Vec<ListItem>,
+        truncated: bool,
     },
     Users(Vec<String>),
     Checked(Vec<(String, ReplicaState)>),
@@ -625,6 +881,7 @@ mod tests {
             md5: [7; 16],
             timestamp: 42,
             deleted: false,
+            attrs: Attrs::default(),
         }
     }
 
@@ -766,11 +1023,70 @@ mod tests {
             Upload { name: String, size: Option<u64> },
         }
         let bytes = postcard::to_stdvec(&Fake::Upload {
-            name: "alice/a/b".into(),
+            name: "alice/a//b".into(),
             size: None,
         })
         .unwrap();
         assert!(postcard::from_bytes::<ClientRequest>(&bytes).is_err());
+    }
+
+    #[test]
+    fn roll_up_cuts_at_the_first_delimiter_after_the_prefix() {
+        let q = |prefix: &str, d: Option<char>| ListQuery {
+            user: "u".into(),
+            prefix: prefix.into(),
+            delimiter: d,
+            ..Default::default()
+        };
+        assert_eq!(q("", Some('/')).roll_up("a/b/c"), Key::Prefix("a/"));
+        assert_eq!(q("", Some('/')).roll_up("a-b"), Key::Name("a-b"));
+        assert_eq!(q("a/", Some('/')).roll_up("a/b/c"), Key::Prefix("a/b/"));
+        assert_eq!(q("a/", Some('/')).roll_up("a/b"), Key::Name("a/b"));
+        assert_eq!(q("a", Some('/')).roll_up("a/b"), Key::Prefix("a/"));
+        assert_eq!(q("", None).roll_up("a/b/c"), Key::Name("a/b/c"));
+        assert_eq!(q("", Some('-')).roll_up("x-y-z"), Key::Prefix("x-"));
+    }
+
+    #[test]
+    fn attrs_keep_mtime_and_mode_as_swift_clients_do() {
+        let mut a = Attrs::default();
+        a.set_mtime_micros(1_700_000_000_123_456);
+        assert_eq!(a.meta["mtime"], "1700000000.123456");
+        assert_eq!(a.mtime_micros(), Some(1_700_000_000_123_456));
+        a.meta.insert("mtime".into(), "1700000000.5".into());
+        assert_eq!(a.mtime_micros(), Some(1_700_000_000_500_000));
+        a.meta.insert("mtime".into(), "1700000000".into());
+        assert_eq!(a.mtime_micros(), Some(1_700_000_000_000_000));
+        a.meta.insert("mtime".into(), "soon".into());
+        assert_eq!(a.mtime_micros(), None);
+        a.set_mode(0o100755);
+        assert_eq!(a.meta["mode"], "100755");
+        assert_eq!(a.mode(), Some(0o100755));
+        assert!(a.validate().is_ok());
+        assert!(Attrs::directory().is_dir_marker());
+    }
+
+    #[test]
+    fn attrs_limits_are_swifts() {
+        let mut a = Attrs::default();
+        for i in 0..=Attrs::MAX_COUNT {
+            a.meta.insert(format!("k{i}"), "v".into());
+        }
+        assert_eq!(a.validate(), Err(AttrsError::TooMany));
+        let mut a = Attrs::default();
+        a.meta.insert("k".repeat(129), "v".into());
+        assert!(matches!(a.validate(), Err(AttrsError::BadName(_))));
+        let mut a = Attrs::default();
+        a.meta.insert("Upper".into(), "v".into());
+        assert!(matches!(a.validate(), Err(AttrsError::BadName(_))));
+        let mut a = Attrs::default();
+        a.meta.insert("k".into(), "v".repeat(257));
+        assert!(matches!(a.validate(), Err(AttrsError::BadValue(_))));
+        let mut a = Attrs::default();
+        for i in 0..20 {
+            a.meta.insert(format!("k{i:03}"), "v".repeat(250));
+        }
+        assert_eq!(a.validate(), Err(AttrsError::TooLarge));
     }
 
     #[tokio::test]

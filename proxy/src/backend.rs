@@ -175,7 +175,7 @@ impl Backends {
         }
     }
 
-    /// A paged listing (`ListUser`, `ListPartition`), all pages collected.
+    /// A paged listing (`ListPartition`), all pages collected.
     pub async fn list(&self, addr: &str, req: &StorageRequest) -> Result<Vec<ObjectMeta>> {
         let mut c = self.conn(addr).await?;
         let r = self

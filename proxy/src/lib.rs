@@ -6,7 +6,8 @@
 //! - [`cluster`]: the live view (state + backends), placement decisions, admin operations.
 //! - [`backend`]: pooled connections to storage servers, deadlines, failure accounting.
 //! - [`health`]: liveness of each storage server (disk checks and failed requests).
-//! - [`object`]: the data path: upload, download, stat, delete, listings.
+//! - [`object`]: the data path: upload, server-side copy, download, stat, delete.
+//! - [`listing`]: listing pages merged from every server's sorted index.
 //! - [`repair`]: the one copy mechanism (object, partition) and everything built on it.
 //! - [`worker`]: background work: disk checks, partition moves, quarantine repair, repair passes.
 //! - [`server`]: accepting clients and dispatching their requests.
@@ -15,6 +16,7 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod health;
+pub mod listing;
 pub mod object;
 pub mod repair;
 pub mod server;

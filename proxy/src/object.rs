@@ -1,4 +1,4 @@
-//! The data path: upload, download, stat, delete and listings.
+//! The data path: upload, server-side copy, download, stat, delete (listings: [`crate::listing`]).
 //!
 //! Reads consult every live member of the partition's replica set (its owners plus any
 //! server a queued move is bringing in), take the newest version (tombstones included, so a
@@ -7,14 +7,13 @@
 //! stand-ins (handoffs) for members that are down, and succeed only when at least
 //! `replicas` servers hold the new version durably.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use oss_proto::ring::DevId;
 use oss_proto::wire::{
-    Chunk, Connection, Error, ObjectMeta, Response, StorageRequest, UploadTrailer, WireError,
-    CHUNK, LIST_PAGE,
+    Attrs, Chunk, Connection, Error, ObjectMeta, Response, StorageRequest, UploadTrailer,
+    WireError, CHUNK,
 };
 use oss_proto::ObjectName;
 use tracing::{debug, warn};
@@ -70,9 +69,88 @@ pub async fn upload(
     client: &mut Connection,
     name: ObjectName,
     size: Option<u64>,
+    attrs: Attrs,
 ) -> Outcome {
+    if let Err(e) = attrs.validate() {
+        // The body that follows is not read: the connection cannot be reused.
+        return Outcome::fail_and_close(WireError::InvalidAttrs(e));
+    }
+    match put(proxy, &name, size, attrs, &mut Source::Client(client)).await {
+        Ok(meta) => Outcome::answer(Response::Stored(meta)),
+        Err(PutError::Source(e) | PutError::Early(e)) => Outcome::fail_and_close(e),
+        Err(PutError::Done(e)) => Outcome::fail(e),
+    }
+}
+
+/// Where the bytes of a write come from.
+enum Source<'a> {
+    /// A client's upload body, then its [`UploadTrailer`].
+    Client(&'a mut Connection),
+    /// A storage server's answer to a `Get` of the version whose MD5 is `md5` (a copy).
+    Replica {
+        conn: &'a mut Connection,
+        md5: [u8; 16],
+    },
+}
+
+impl Source<'_> {
+    async fn chunk(&mut self, proxy: &Proxy, buf: &mut Vec<u8>) -> Result<Chunk, WireError> {
+        match self {
+            Source::Client(c) => {
+                match tokio::time::timeout(CLIENT_TIMEOUT, c.read_chunk(buf)).await {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "client upload stream broke");
+                        Err(e.to_wire())
+                    }
+                    Err(_) => Err(WireError::Unavailable("client stalled".into())),
+                }
+            }
+            Source::Replica { conn, .. } => proxy
+                .backends
+                .read_chunk(conn, buf)
+                .await
+                .map_err(|e| e.to_wire()),
+        }
+    }
+
+    async fn trailer(&mut self) -> Result<UploadTrailer, WireError> {
+        match self {
+            Source::Client(c) => {
+                match tokio::time::timeout(CLIENT_TIMEOUT, c.expect_header()).await {
+                    Ok(Ok(t)) => Ok(t),
+                    Ok(Err(e)) => Err(e.to_wire()),
+                    Err(_) => Err(WireError::Unavailable("client stalled".into())),
+                }
+            }
+            Source::Replica { md5, .. } => Ok(UploadTrailer { md5: *md5 }),
+        }
+    }
+}
+
+/// A write that did not happen, and how far the source was read.
+enum PutError {
+    /// Reading the source failed (a client went away, a replica sent a bad block).
+    Source(WireError),
+    /// The targets failed before the source was read to its end.
+    Early(WireError),
+    /// The source was read to its end; the write was refused or did not reach enough
+    /// replicas.
+    Done(WireError),
+}
+
+/// Writes a new version of `name` from `src` to every write target (stand-ins for those
+/// that are down) and answers once `replicas` of them hold it durably with the MD5 the
+/// source announced: the one write path of uploads and server-side copies.
+async fn put(
+    proxy: &Arc<Proxy>,
+    name: &ObjectName,
+    size: Option<u64>,
+    attrs: Attrs,
+    src: &mut Source<'_>,
+) -> Result<ObjectMeta, PutError> {
     let timestamp = proxy.next_timestamp();
-    let (part, members) = proxy.write_targets(&name);
+    let (part, members) = proxy.write_targets(name);
     let need = proxy.replicas();
     let mut targets: Vec<Target> = Vec::new();
     let mut tried: Vec<DevId> = Vec::new();
@@ -85,6 +163,7 @@ pub async fn upload(
             part,
             timestamp,
             size,
+            attrs: attrs.clone(),
         };
         let opened = async {
             let mut c = proxy.backends.conn(&m.addr).await?;
@@ -106,26 +185,16 @@ pub async fn upload(
         }
     }
     if targets.len() < need {
-        return Outcome::fail_and_close(WireError::Unavailable(format!(
+        return Err(PutError::Early(WireError::Unavailable(format!(
             "only {} of {need} storage servers reachable for {name}",
             targets.len()
-        )));
+        ))));
     }
-    // Stream the client's body to every target.
+    // Stream the source's body to every target.
     let mut buf = Vec::with_capacity(CHUNK);
     let mut total = 0u64;
     loop {
-        let chunk = match tokio::time::timeout(CLIENT_TIMEOUT, client.read_chunk(&mut buf)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                debug!(error = %e, "client upload stream broke");
-                return Outcome::fail_and_close(e.to_wire());
-            }
-            Err(_) => {
-                return Outcome::fail_and_close(WireError::Unavailable("client stalled".into()))
-            }
-        };
-        match chunk {
+        match src.chunk(proxy, &mut buf).await.map_err(PutError::Source)? {
             Chunk::Data(n) => {
                 total += n as u64;
                 for t in targets.iter_mut() {
@@ -139,27 +208,21 @@ pub async fn upload(
                     }
                 }
                 if targets.iter().filter(|t| t.conn.is_some()).count() < need {
-                    return Outcome::fail_and_close(WireError::Unavailable(format!(
+                    return Err(PutError::Early(WireError::Unavailable(format!(
                         "lost storage servers while uploading {name}"
-                    )));
+                    ))));
                 }
             }
             Chunk::End => break,
-            Chunk::Abort(e) => return Outcome::fail_and_close(e),
+            Chunk::Abort(e) => return Err(PutError::Source(e)),
         }
     }
-    let trailer: UploadTrailer = match tokio::time::timeout(CLIENT_TIMEOUT, client.expect_header())
-        .await
-    {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Outcome::fail_and_close(e.to_wire()),
-        Err(_) => return Outcome::fail_and_close(WireError::Unavailable("client stalled".into())),
-    };
+    let trailer = src.trailer().await.map_err(PutError::Source)?;
     if let Some(s) = size {
         if s != total {
-            return Outcome::fail(WireError::BadRequest(format!(
+            return Err(PutError::Done(WireError::BadRequest(format!(
                 "upload announced {s} bytes but sent {total}"
-            )));
+            ))));
         }
     }
     for t in targets.iter_mut() {
@@ -193,7 +256,7 @@ pub async fn upload(
             Err(Error::Remote(WireError::Stale { current })) => {
                 proxy.observe_timestamp(current);
                 if clock_went_back(timestamp, current) {
-                    return Outcome::fail(clock_error(&name));
+                    return Err(PutError::Done(clock_error(name)));
                 }
                 stored += 1;
                 proxy.backends.put_back(&t.member.addr, c);
@@ -207,21 +270,126 @@ pub async fn upload(
         }
     }
     if stored >= need {
-        return Outcome::answer(Response::Stored(ObjectMeta {
-            name,
+        return Ok(ObjectMeta {
+            name: name.clone(),
             size: total,
             md5: trailer.md5,
             timestamp,
             deleted: false,
-        }));
+            attrs,
+        });
     }
     if let Some(e) = mismatch {
-        return Outcome::fail(e);
+        return Err(PutError::Done(e));
     }
-    Outcome::fail(WireError::Unavailable(format!(
+    Err(PutError::Done(WireError::Unavailable(format!(
         "{name} stored on {stored} of {need} replicas{}",
         last_err.map(|e| format!(" ({e})")).unwrap_or_default()
-    )))
+    ))))
+}
+
+/// Server-side copy: streams `src`'s newest version from one of its replicas into a new
+/// version of `dst` (every destination checks the MD5 against the source's stored one). A
+/// source replica that fails mid-stream is replaced by the next one, from the start.
+/// `attrs: None` keeps the source's; copying a name onto itself with new attributes is how
+/// metadata changes (Swift's POST as a copy).
+pub async fn copy(
+    proxy: &Arc<Proxy>,
+    src: ObjectName,
+    dst: ObjectName,
+    attrs: Option<Attrs>,
+) -> Outcome {
+    if let Some(Err(e)) = attrs.as_ref().map(Attrs::validate) {
+        return Outcome::fail(WireError::InvalidAttrs(e));
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match copy_once(proxy, &src, &dst, attrs.clone()).await {
+            // Overwritten between choosing its version and reading it: start over.
+            Err(WireError::Stale { .. }) if attempt < RACE_RETRIES => continue,
+            Err(e) => return Outcome::fail(e),
+            Ok(meta) => return Outcome::answer(Response::Stored(meta)),
+        }
+    }
+}
+
+async fn copy_once(
+    proxy: &Arc<Proxy>,
+    src: &ObjectName,
+    dst: &ObjectName,
+    attrs: Option<Attrs>,
+) -> Result<ObjectMeta, WireError> {
+    let whole = crate::repair::make_whole(proxy, src).await?;
+    let meta = match whole.newest {
+        Some(m) if !m.deleted => m,
+        _ => return Err(WireError::NotFound),
+    };
+    let attrs = attrs.unwrap_or_else(|| meta.attrs.clone());
+    let mut last_err = WireError::Unavailable(format!("no replica of {src} could be read"));
+    for holder in &whole.holders {
+        let get = StorageRequest::Get {
+            name: src.clone(),
+            part: whole.part,
+            offset: 0,
+            len: None,
+            timestamp: Some(meta.timestamp),
+        };
+        let mut c = match proxy.backends.conn(&holder.addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                last_err = e.to_wire();
+                continue;
+            }
+        };
+        let opened = proxy
+            .backends
+            .timed(async {
+                c.write_header(&get).await?;
+                c.flush().await?;
+                c.read_response().await
+            })
+            .await;
+        match opened {
+            Ok(Response::Object { .. }) => {}
+            Ok(other) => {
+                last_err = unexpected(other).to_wire();
+                continue;
+            }
+            Err(Error::Remote(e @ WireError::Stale { .. })) => return Err(e),
+            Err(e) => {
+                proxy.backends.failed(&holder.addr, &e);
+                last_err = e.to_wire();
+                continue;
+            }
+        }
+        let mut source = Source::Replica {
+            conn: &mut c,
+            md5: meta.md5,
+        };
+        match put(proxy, dst, Some(meta.size), attrs.clone(), &mut source).await {
+            Ok(m) => {
+                proxy.backends.put_back(&holder.addr, c);
+                debug!(%src, %dst, bytes = m.size, "copied");
+                return Ok(m);
+            }
+            // The source broke mid-stream (a bad block, a dead server): try the next one.
+            Err(PutError::Source(err)) => {
+                warn!(%src, server = %holder.addr, error = %err, "copy source failed; trying another replica");
+                if matches!(err, WireError::Corrupt(_)) {
+                    let (p, n) = (proxy.clone(), src.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::repair::make_whole(&p, &n).await {
+                            warn!(name = %n, error = %e, "repair after a bad read failed");
+                        }
+                    });
+                }
+                last_err = err;
+            }
+            Err(PutError::Early(e) | PutError::Done(e)) => return Err(e),
+        }
+    }
+    Err(last_err)
 }
 
 pub async fn stat(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
@@ -486,82 +654,6 @@ fn clock_error(name: &ObjectName) -> WireError {
     ))
 }
 
-/// Newest version per name over what every server returned; tombstones kept.
-pub fn merge_newest(
-    lists: impl IntoIterator<Item = Vec<ObjectMeta>>,
-) -> BTreeMap<String, ObjectMeta> {
-    let mut merged: BTreeMap<String, ObjectMeta> = BTreeMap::new();
-    for list in lists {
-        for m in list {
-            match merged.get(m.name.as_str()) {
-                Some(have) if have.timestamp >= m.timestamp => {}
-                _ => {
-                    merged.insert(m.name.as_str().to_owned(), m);
-                }
-            }
-        }
-    }
-    merged
-}
-
-pub async fn list(proxy: &Arc<Proxy>, client: &mut Connection, user: String) -> Outcome {
-    if let Err(e) = oss_proto::name::validate_part(&user, oss_proto::name::Part::User) {
-        return Outcome::fail(WireError::InvalidName(e));
-    }
-    let servers = proxy.listing_servers();
-    let mut tasks = tokio::task::JoinSet::new();
-    for m in servers {
-        let p = proxy.clone();
-        let req = StorageRequest::ListUser { user: user.clone() };
-        tasks.spawn(async move { (m.clone(), p.backends.list(&m.addr, &req).await) });
-    }
-    let mut lists = Vec::new();
-    let mut failed = 0usize;
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok((_, Ok(v))) => lists.push(v),
-            Ok((m, Err(e))) => {
-                warn!(server = %m.addr, error = %e, "listing failed on a server");
-                failed += 1;
-            }
-            Err(e) => {
-                warn!(error = %e, "listing task failed");
-                failed += 1;
-            }
-        }
-    }
-    if failed >= proxy.replicas() {
-        return Outcome::fail(WireError::Unavailable(format!(
-            "{failed} storage servers did not answer; the listing would be incomplete"
-        )));
-    }
-    let live: Vec<ObjectMeta> = merge_newest(lists)
-        .into_values()
-        .filter(|m| !m.deleted)
-        .collect();
-    let mut pages = live.chunks(LIST_PAGE).peekable();
-    if pages.peek().is_none() {
-        return Outcome::answer(Response::Listing {
-            entries: Vec::new(),
-            more: false,
-        });
-    }
-    while let Some(page) = pages.next() {
-        let more = pages.peek().is_some();
-        let r = Response::Listing {
-            entries: page.to_vec(),
-            more,
-        };
-        if client.write_header(&r).await.is_err() {
-            return Outcome {
-                resp: None,
-                close: true,
-            };
-        }
-    }
-    Outcome::streamed()
-}
-
 pub async fn list_users(proxy: &Arc<Proxy>) -> Outcome {
     let mut users = std::collections::BTreeSet::new();
     let mut failed = 0;
@@ -581,31 +673,4 @@ pub async fn list_users(proxy: &Arc<Proxy>) -> Outcome {
         )));
     }
     Outcome::answer(Response::Users(users.into_iter().collect()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(name: &str, ts: u64, deleted: bool) -> ObjectMeta {
-        ObjectMeta {
-            name: ObjectName::parse(name).unwrap(),
-            size: ts,
-            md5: [0; 16],
-            timestamp: ts,
-            deleted,
-        }
-    }
-
-    #[test]
-    fn newest_version_wins_and_tombstones_count() {
-        let a = vec![m("u/a", 5, false), m("u/b", 3, false), m("u/c", 9, true)];
-        let b = vec![m("u/a", 7, false), m("u/b", 4, true), m("u/c", 8, false)];
-        let merged = merge_newest([a, b]);
-        assert_eq!(merged["u/a"].timestamp, 7);
-        assert!(merged["u/b"].deleted, "a later delete hides the file");
-        assert!(merged["u/c"].deleted, "an older copy does not resurrect");
-        let live: Vec<_> = merged.values().filter(|m| !m.deleted).collect();
-        assert_eq!(live.len(), 1);
-    }
 }

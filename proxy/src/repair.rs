@@ -170,6 +170,7 @@ pub async fn copy_object(
         part,
         timestamp: meta.timestamp,
         size: Some(meta.size),
+        attrs: meta.attrs.clone(),
     };
     let mut buf = Vec::with_capacity(CHUNK);
     let mut total = 0u64;

@@ -78,7 +78,8 @@ fn request_kind(r: &ClientRequest) -> &'static str {
         ClientRequest::Download { .. } => "download",
         ClientRequest::Stat { .. } => "stat",
         ClientRequest::Delete { .. } => "delete",
-        ClientRequest::List { .. } => "list",
+        ClientRequest::List(_) => "list",
+        ClientRequest::Copy { .. } => "copy",
         ClientRequest::ListUsers => "list-users",
         ClientRequest::Status => "status",
         ClientRequest::AddDisk { .. } => "add-disk",
@@ -98,13 +99,16 @@ fn answer(r: Result<Response, WireError>) -> Outcome {
 
 async fn dispatch(proxy: &Arc<Proxy>, conn: &mut Connection, req: ClientRequest) -> Outcome {
     match req {
-        ClientRequest::Upload { name, size } => object::upload(proxy, conn, name, size).await,
+        ClientRequest::Upload { name, size, attrs } => {
+            object::upload(proxy, conn, name, size, attrs).await
+        }
+        ClientRequest::Copy { src, dst, attrs } => object::copy(proxy, src, dst, attrs).await,
         ClientRequest::Download { name, offset, len } => {
             object::download(proxy, conn, name, offset, len).await
         }
         ClientRequest::Stat { name } => object::stat(proxy, name).await,
         ClientRequest::Delete { name } => object::delete(proxy, name).await,
-        ClientRequest::List { user } => object::list(proxy, conn, user).await,
+        ClientRequest::List(q) => answer(crate::listing::list(proxy, q).await),
         ClientRequest::ListUsers => object::list_users(proxy).await,
         ClientRequest::Status => answer(Ok(Response::Status(proxy.status()))),
         ClientRequest::AddDisk { addr } => answer(proxy.add_disk(addr).await.map(|_| Response::Ok)),

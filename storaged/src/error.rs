@@ -15,6 +15,9 @@ pub enum StoreError {
     Md5Mismatch { expected: String, actual: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A request's name, query or metadata broke the protocol's rules; sent back as is.
+    #[error("{0}")]
+    Invalid(WireError),
     /// The object failed verification (and was quarantined).
     #[error("corrupted: {0}")]
     Corrupt(String),
@@ -67,6 +70,7 @@ impl From<StoreError> for WireError {
                 WireError::Md5Mismatch { expected, actual }
             }
             StoreError::BadRequest(s) => WireError::BadRequest(s),
+            StoreError::Invalid(w) => w,
             StoreError::Corrupt(s) => WireError::Corrupt(s),
             StoreError::DiskFull { .. } => WireError::DiskFull,
             StoreError::Unusable(s) => WireError::Unavailable(s),

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use oss_proto::name::{validate_part, Part};
 use oss_proto::wire::{
-    Chunk, Connection, DiskStats, Error as WireIoError, Response, StorageRequest, UploadTrailer,
+    Attrs, Chunk, Connection, DiskStats, Error as WireIoError, ListQuery, Response, StorageRequest,
+    UploadTrailer,
 };
 use oss_proto::{ObjectName, Timestamp, WireError};
 use tokio::sync::mpsc;
@@ -25,7 +25,7 @@ use tracing::Span;
 
 use crate::error::StoreError;
 use crate::server::Ctx;
-use crate::store::{Body, BodyWriter, Store, BLOCK};
+use crate::store::{Announced, Body, BodyWriter, Store, BLOCK};
 
 type ConnResult<T = ()> = Result<T, WireIoError>;
 
@@ -45,6 +45,7 @@ pub fn span(req: &StorageRequest) -> Span {
             part,
             timestamp,
             size,
+            ..
         } => info_span!("put", %name, part, ts = timestamp, size = ?size),
         StorageRequest::Get {
             name,
@@ -60,7 +61,9 @@ pub fn span(req: &StorageRequest) -> Span {
             timestamp,
         } => info_span!("delete", %name, part, ts = timestamp),
         StorageRequest::Check { name, part } => info_span!("check", %name, part),
-        StorageRequest::ListUser { user } => info_span!("list_user", user),
+        StorageRequest::List(q) => {
+            info_span!("list", user = %q.user, prefix = %q.prefix, marker = %q.marker)
+        }
         StorageRequest::ListUsers => info_span!("list_users"),
         StorageRequest::ListPartition { part } => info_span!("list_partition", part),
         StorageRequest::DropPartition { part } => info_span!("drop_partition", part),
@@ -79,7 +82,8 @@ pub async fn handle(ctx: &Ctx, conn: &mut Connection, req: StorageRequest) -> Co
             part,
             timestamp,
             size,
-        } => put(ctx, conn, name, part, timestamp, size).await?,
+            attrs,
+        } => put(ctx, conn, name, part, timestamp, size, attrs).await?,
         StorageRequest::Get {
             name,
             offset,
@@ -94,7 +98,7 @@ pub async fn handle(ctx: &Ctx, conn: &mut Connection, req: StorageRequest) -> Co
             timestamp,
         } => delete(ctx, name, part, timestamp).await,
         StorageRequest::Check { name, .. } => check(ctx, name).await,
-        StorageRequest::ListUser { user } => return list_user(ctx, conn, &user).await,
+        StorageRequest::List(q) => list(ctx, &q),
         StorageRequest::ListUsers => Ok(Response::Users(ctx.store.users())),
         StorageRequest::ListPartition { part } => {
             return pages(ctx, conn, ctx.store.list_partition(part)).await
@@ -131,7 +135,10 @@ async fn reply(
 
 fn log_failure(e: &StoreError, elapsed_us: u64) {
     match e {
-        StoreError::NotFound | StoreError::Stale { .. } | StoreError::BadRequest(_) => {
+        StoreError::NotFound
+        | StoreError::Stale { .. }
+        | StoreError::BadRequest(_)
+        | StoreError::Invalid(_) => {
             tracing::debug!(elapsed_us, error = %e, "refused")
         }
         StoreError::Md5Mismatch { .. } | StoreError::Corrupt(_) => {
@@ -209,11 +216,11 @@ async fn ping(ctx: &Ctx) -> Result<Response, StoreError> {
     }))
 }
 
-async fn list_user(ctx: &Ctx, conn: &mut Connection, user: &str) -> ConnResult {
-    if let Err(e) = validate_part(user, Part::User) {
-        return send(ctx, conn, &Response::Error(WireError::InvalidName(e))).await;
-    }
-    pages(ctx, conn, ctx.store.list_user(user)).await
+fn list(ctx: &Ctx, q: &ListQuery) -> Result<Response, StoreError> {
+    let limit = q.validate().map_err(StoreError::Invalid)?;
+    let (items, truncated) = ctx.store.list(q, limit);
+    tracing::debug!(items = items.len(), truncated, "listed");
+    Ok(Response::Page { items, truncated })
 }
 
 /// Sends a listing as pages of at most `LIST_PAGE` entries (always at least one page).
@@ -315,10 +322,16 @@ async fn put(
     part: u32,
     ts: Timestamp,
     size: Option<u64>,
+    attrs: Attrs,
 ) -> ConnResult<Result<Response, StoreError>> {
     let t = ctx.cfg.frame_timeout;
     let mut refusal: Option<StoreError> = Store::check_part(&name, part)
         .and_then(|()| ctx.store.check_newer(&name, ts))
+        .and_then(|()| {
+            attrs
+                .validate()
+                .map_err(|e| StoreError::Invalid(WireError::InvalidAttrs(e)))
+        })
         .err();
     // A large upload that cannot fit is refused before it fills the disk (the writes would
     // fail with ENOSPC anyway, later, and starve everyone else meanwhile).
@@ -396,14 +409,26 @@ async fn put(
         // Small body: write, sync and commit in one blocking call.
         None => {
             blocking(ctx, move |s| {
-                s.put_bytes(&name, part, ts, size, &acc, trailer.md5)
+                s.put_bytes(
+                    &name,
+                    part,
+                    ts,
+                    &acc,
+                    Announced::with_attrs(size, trailer.md5, attrs),
+                )
             })
             .await
         }
         Some(sp) => match sp.finish(acc).await {
             Ok(body) => {
                 blocking(ctx, move |s| {
-                    s.finish_put(body, &name, part, ts, size, trailer.md5)
+                    s.finish_put(
+                        body,
+                        &name,
+                        part,
+                        ts,
+                        Announced::with_attrs(size, trailer.md5, attrs),
+                    )
                 })
                 .await
             }

@@ -1,25 +1,31 @@
 //! The object file's footer: encoding and strict decoding. The layout is documented byte by
 //! byte in the [`crate::store`] module doc; this module is the only code that knows it.
 
+use oss_proto::wire::Attrs;
 use oss_proto::{ObjectMeta, ObjectName};
 use serde::{Deserialize, Serialize};
 
 /// Last 8 bytes of every object file; the trailing `01` is the file format version.
 pub const MAGIC: [u8; 8] = *b"OSSOBJ01";
 /// Version of the metadata record (inside the record, so it can change without a new magic).
-pub const RECORD_VERSION: u32 = 1;
+/// Version 2 appends the object's [`Attrs`]; version 1 records (written before names could
+/// hold '/' and objects carried metadata) still read, with empty attributes.
+pub const RECORD_VERSION: u32 = 2;
 /// Data bytes covered by one CRC32C. 64 KiB keeps the table at 1/16384 of the data (256 KiB
 /// for a 4 GiB object) while a range read of a few bytes reads at most 2 × 64 KiB.
 pub const BLOCK: u64 = 64 << 10;
 /// `u32 record length + u32 record CRC + 8 magic bytes`.
 pub const TRAILER_LEN: u64 = 16;
-/// Upper bound of an encoded record: a name is at most 511 bytes, the fixed fields are under
-/// 60. Anything larger is a torn or foreign file, refused before allocating.
-pub const MAX_RECORD: u32 = 4096;
+/// Upper bound of an encoded record: a name is at most 1,280 bytes, attributes at most
+/// 4,096 bytes of metadata (plus 3 length bytes an item, 90 items) and a 256-byte content
+/// type, the fixed fields under 60. Anything larger is a torn or foreign file, refused before
+/// allocating.
+pub const MAX_RECORD: u32 = 16 << 10;
 /// Reading this many bytes from the end of a file always yields the whole trailer + record.
 pub const TAIL_READ: u64 = MAX_RECORD as u64 + TRAILER_LEN;
 
 /// The metadata record as it is postcard-encoded on disk. Field order is part of the format.
+/// These are the fields of every version; version 2 follows them with [`Attrs`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     version: u32,
@@ -94,8 +100,9 @@ pub fn encode_footer(meta: &ObjectMeta, crcs: &[u32]) -> Vec<u8> {
         deleted: meta.deleted,
         block_size: BLOCK as u32,
     };
-    // Encoding a plain struct into a Vec cannot fail.
-    let rec = postcard::to_stdvec(&record).expect("postcard encodes a plain struct");
+    // Encoding plain structs into a Vec cannot fail.
+    let mut rec = postcard::to_stdvec(&record).expect("postcard encodes a plain struct");
+    rec.extend(postcard::to_stdvec(&meta.attrs).expect("postcard encodes a plain struct"));
     let mut out = Vec::with_capacity(crcs.len() * 4 + rec.len() + TRAILER_LEN as usize);
     for c in crcs {
         out.extend_from_slice(&c.to_le_bytes());
@@ -134,14 +141,17 @@ pub fn decode_footer(tail: &[u8], file_len: u64) -> Result<Footer, FormatError> 
     }
     let (record, rest): (Record, _) =
         postcard::take_from_bytes(rec).map_err(|e| FormatError::Decode(e.to_string()))?;
+    let (attrs, rest) = match record.version {
+        1 => (Attrs::default(), rest),
+        2 => postcard::take_from_bytes::<Attrs>(rest)
+            .map_err(|e| FormatError::Decode(e.to_string()))?,
+        v => return Err(FormatError::Version(v)),
+    };
     if !rest.is_empty() {
         return Err(FormatError::Decode(format!(
             "{} trailing bytes",
             rest.len()
         )));
-    }
-    if record.version != RECORD_VERSION {
-        return Err(FormatError::Version(record.version));
     }
     if u64::from(record.block_size) != BLOCK {
         return Err(FormatError::BlockSize(record.block_size));
@@ -171,6 +181,7 @@ pub fn decode_footer(tail: &[u8], file_len: u64) -> Result<Footer, FormatError> 
             md5: record.md5,
             timestamp: record.timestamp,
             deleted: record.deleted,
+            attrs,
         },
     })
 }
@@ -226,6 +237,7 @@ mod tests {
             md5: [3; 16],
             timestamp: 77,
             deleted: false,
+            attrs: Attrs::default(),
         }
     }
 
@@ -251,6 +263,55 @@ mod tests {
             // A file with one byte more (or less) in front is refused.
             assert!(decode_footer(&file, len + 1).is_err());
         }
+    }
+
+    #[test]
+    fn attrs_and_nested_names_round_trip() {
+        let mut m = meta(3);
+        m.name = ObjectName::parse("alice/photos/2024/cat.jpg").unwrap();
+        m.attrs.content_type = "image/jpeg".into();
+        m.attrs.set_mtime_micros(1_700_000_000_000_001);
+        m.attrs.set_mode(0o100755);
+        let mut c = BlockCrcs::default();
+        c.update(b"abc");
+        let mut file = b"abc".to_vec();
+        file.extend(encode_footer(&m, &c.finish()));
+        let f = decode_footer(&file, file.len() as u64).unwrap();
+        assert_eq!(f.meta, m);
+    }
+
+    #[test]
+    fn version_1_records_still_read() {
+        // A format-1 file as every earlier server wrote it: the record without attributes.
+        let m = meta(0);
+        let record = Record {
+            version: 1,
+            name: "alice/f".into(),
+            size: 0,
+            md5: m.md5,
+            timestamp: 77,
+            deleted: false,
+            block_size: BLOCK as u32,
+        };
+        let rec = postcard::to_stdvec(&record).unwrap();
+        let mut file = rec.clone();
+        file.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32c::crc32c(&rec).to_le_bytes());
+        file.extend_from_slice(&MAGIC);
+        let f = decode_footer(&file, file.len() as u64).unwrap();
+        assert_eq!(f.meta, m);
+        // An unknown record version is refused.
+        let mut r3 = record.clone();
+        r3.version = 3;
+        let rec = postcard::to_stdvec(&r3).unwrap();
+        let mut file = rec.clone();
+        file.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32c::crc32c(&rec).to_le_bytes());
+        file.extend_from_slice(&MAGIC);
+        assert_eq!(
+            decode_footer(&file, file.len() as u64).unwrap_err(),
+            FormatError::Version(3)
+        );
     }
 
     #[test]

@@ -3,9 +3,17 @@
 //! Built at startup from the footers and kept in step by every commit, quarantine, reclaim
 //! and partition drop (always under the object's lock). Head and listings are answered from
 //! it without touching the disk.
+//!
+//! Listings are range scans of a user's sorted file names: a page starts at its marker (or
+//! prefix) by a tree seek and reads only what it returns, and with the delimiter '/' a
+//! subdirectory costs one seek past its subtree, whatever it holds. Whether a subdirectory
+//! holds a live name is kept as a counter per directory prefix, so a directory whose files
+//! were all deleted (tombstones only) is skipped without walking its tombstones.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
+use oss_proto::wire::{Key, ListItem, ListQuery, LIST_PAGE_BYTES};
 use oss_proto::{ObjectMeta, ObjectName};
 
 /// One object's latest state (a live version or a tombstone) and where its file is.
@@ -19,8 +27,11 @@ pub struct Entry {
 pub struct Index {
     by_name: HashMap<ObjectName, Entry>,
     by_part: BTreeMap<u32, BTreeSet<ObjectName>>,
-    /// user → names, tombstones included. Sorted so listings need no sort.
-    by_user: BTreeMap<String, BTreeSet<ObjectName>>,
+    /// user → file names, tombstones included. Sorted (as UTF-8 bytes, like Swift) so a
+    /// listing is a range scan.
+    by_user: BTreeMap<String, BTreeSet<String>>,
+    /// `"user/dir/"` → live objects below that directory prefix, at any depth.
+    live_dirs: HashMap<String, u64>,
     /// Live objects per user (a user with only tombstones is not listed by `users`).
     live_per_user: HashMap<String, u64>,
     live_objects: u64,
@@ -40,8 +51,11 @@ impl Index {
         self.by_user
             .entry(name.user().to_owned())
             .or_default()
-            .insert(name.clone());
+            .insert(name.file().to_owned());
         if !meta.deleted {
+            for d in dir_prefixes(&name) {
+                *self.live_dirs.entry(d).or_default() += 1;
+            }
             self.live_objects += 1;
             self.live_bytes += meta.size;
             *self
@@ -62,12 +76,20 @@ impl Index {
             }
         }
         if let Some(set) = self.by_user.get_mut(name.user()) {
-            set.remove(name);
+            set.remove(name.file());
             if set.is_empty() {
                 self.by_user.remove(name.user());
             }
         }
         if !e.meta.deleted {
+            for d in dir_prefixes(name) {
+                if let Some(n) = self.live_dirs.get_mut(&d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.live_dirs.remove(&d);
+                    }
+                }
+            }
             self.live_objects -= 1;
             self.live_bytes -= e.meta.size;
             if let Some(n) = self.live_per_user.get_mut(name.user()) {
@@ -80,12 +102,76 @@ impl Index {
         Some(e)
     }
 
-    /// Every entry of a user, tombstones included, sorted by name.
-    pub fn list_user(&self, user: &str) -> Vec<ObjectMeta> {
-        self.by_user
-            .get(user)
-            .map(|set| set.iter().map(|n| self.by_name[n].meta.clone()).collect())
-            .unwrap_or_default()
+    /// One page of `q` (at most `limit` items): objects and tombstones in name order, and
+    /// with a delimiter the common prefixes that hold a live object here. `true` when the
+    /// page stopped before the end.
+    pub fn list(&self, q: &ListQuery, limit: usize) -> (Vec<ListItem>, bool) {
+        let Some(set) = self.by_user.get(&q.user) else {
+            return (Vec::new(), false);
+        };
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        // Where the scan (re)starts: after the marker, but never before the prefix.
+        let mut lower: Bound<String> = if q.marker.as_str() >= q.prefix.as_str() {
+            Bound::Excluded(q.marker.clone())
+        } else {
+            Bound::Included(q.prefix.clone())
+        };
+        'scan: loop {
+            let range = set.range::<str, _>((lower.as_ref().map(String::as_str), Bound::Unbounded));
+            for file in range {
+                if !file.starts_with(q.prefix.as_str()) {
+                    // Sorted: every later name is past the prefix too.
+                    break 'scan;
+                }
+                if !q.end_marker.is_empty() && file.as_str() >= q.end_marker.as_str() {
+                    break 'scan;
+                }
+                let item = match q.roll_up(file) {
+                    Key::Name(_) => {
+                        let name = ObjectName::new(&q.user, file).expect("indexed names are valid");
+                        ListItem::Object(self.by_name[&name].meta.clone())
+                    }
+                    Key::Prefix(p) => {
+                        let show = p > q.marker.as_str()
+                            && (q.end_marker.is_empty() || p < q.end_marker.as_str())
+                            && self.live_below(&q.user, p, set);
+                        let item = show.then(|| ListItem::Prefix(p.to_owned()));
+                        // Every name below `p` rolls up into `p`: seek past them all.
+                        lower = past_prefix(p, q.delimiter.expect("a prefix needs a delimiter"));
+                        if let Some(item) = item {
+                            if items.len() >= limit || bytes >= LIST_PAGE_BYTES {
+                                return (items, true);
+                            }
+                            bytes += item.approx_size();
+                            items.push(item);
+                        }
+                        continue 'scan;
+                    }
+                };
+                if items.len() >= limit || bytes >= LIST_PAGE_BYTES {
+                    return (items, true);
+                }
+                bytes += item.approx_size();
+                items.push(item);
+            }
+            break;
+        }
+        (items, false)
+    }
+
+    /// Whether a live object lies below `prefix` (which ends with a delimiter).
+    fn live_below(&self, user: &str, prefix: &str, set: &BTreeSet<String>) -> bool {
+        if prefix.ends_with('/') {
+            return self.live_dirs.contains_key(&format!("{user}/{prefix}"));
+        }
+        // Another delimiter: walk the subtree until a live name (rare; Swift allows it).
+        set.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|f| f.starts_with(prefix))
+            .any(|f| {
+                let name = ObjectName::new(user, f).expect("indexed names are valid");
+                !self.by_name[&name].meta.deleted
+            })
     }
 
     /// Every entry of a partition, tombstones included, sorted by name.
@@ -123,6 +209,31 @@ impl Index {
     }
 }
 
+/// `"user/a/"`, `"user/a/b/"`, … for every directory a name lies in.
+fn dir_prefixes(name: &ObjectName) -> impl Iterator<Item = String> + '_ {
+    let full = name.as_str();
+    let file_start = name.user().len() + 1;
+    full[file_start..]
+        .match_indices('/')
+        .map(move |(i, _)| full[..file_start + i + 1].to_owned())
+}
+
+/// The lowest string after every string that starts with `p` (which ends with `d`): `p` with
+/// `d` replaced by the next character. Code-point order is UTF-8 byte order, so nothing else
+/// sorts in between.
+fn past_prefix(p: &str, d: char) -> Bound<String> {
+    let stem = &p[..p.len() - d.len_utf8()];
+    let next = match d {
+        '\u{D7FF}' => Some('\u{E000}'),
+        d => char::from_u32(d as u32 + 1),
+    };
+    match next {
+        Some(c) => Bound::Included(format!("{stem}{c}")),
+        // No character follows U+10FFFF; ListQuery::validate refuses it as a delimiter.
+        None => Bound::Excluded(p.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +245,97 @@ mod tests {
             md5: [0; 16],
             timestamp: 1,
             deleted,
+            attrs: Default::default(),
         }
+    }
+
+    fn keys(items: &[ListItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                ListItem::Object(m) if m.deleted => format!("-{}", m.name.file()),
+                other => other.key().to_owned(),
+            })
+            .collect()
+    }
+
+    fn query(prefix: &str, delimiter: Option<char>, marker: &str) -> ListQuery {
+        ListQuery {
+            user: "u".into(),
+            prefix: prefix.into(),
+            delimiter,
+            marker: marker.into(),
+            ..Default::default()
+        }
+    }
+
+    fn tree() -> Index {
+        let mut ix = Index::default();
+        for n in ["a-b", "a/1", "a/2", "a/x/y", "a0", "b", "c/gone", "d/e/f"] {
+            ix.insert(1, m(&format!("u/{n}"), 1, n == "c/gone"));
+        }
+        ix.insert(1, m("v/other", 1, false));
+        ix
+    }
+
+    #[test]
+    fn one_level_rolls_up_subdirectories_once() {
+        let ix = tree();
+        let (items, more) = ix.list(&query("", Some('/'), ""), 100);
+        assert_eq!(keys(&items), ["a-b", "a/", "a0", "b", "d/"]);
+        assert!(!more);
+        let (items, _) = ix.list(&query("a/", Some('/'), ""), 100);
+        assert_eq!(keys(&items), ["a/1", "a/2", "a/x/"]);
+        let (items, _) = ix.list(&query("", None, ""), 100);
+        assert_eq!(
+            keys(&items),
+            ["a-b", "a/1", "a/2", "a/x/y", "a0", "b", "-c/gone", "d/e/f"]
+        );
+        let (items, _) = ix.list(&query("a", Some('/'), ""), 100);
+        assert_eq!(keys(&items), ["a-b", "a/", "a0"]);
+    }
+
+    #[test]
+    fn pages_never_repeat_or_skip_a_prefix() {
+        let ix = tree();
+        // Page through one item at a time, marker = last key, as a client does.
+        let mut q = query("", Some('/'), "");
+        let mut got = Vec::new();
+        loop {
+            let (items, more) = ix.list(&q, 1);
+            got.extend(keys(&items));
+            match items.last() {
+                Some(last) if more => q.marker = last.key().to_owned(),
+                _ => break,
+            }
+        }
+        assert_eq!(got, ["a-b", "a/", "a0", "b", "d/"]);
+        // A marker inside a subtree resumes after the whole prefix.
+        let (items, _) = ix.list(&query("", Some('/'), "a/1"), 100);
+        assert_eq!(keys(&items), ["a0", "b", "d/"]);
+        let mut q = query("", Some('/'), "");
+        q.end_marker = "b".into();
+        assert_eq!(keys(&ix.list(&q, 100).0), ["a-b", "a/", "a0"]);
+    }
+
+    #[test]
+    fn directories_of_tombstones_are_not_listed() {
+        let mut ix = tree();
+        ix.insert(1, m("u/d/e/f", 0, true));
+        let (items, _) = ix.list(&query("", Some('/'), ""), 100);
+        assert_eq!(keys(&items), ["a-b", "a/", "a0", "b"]);
+        ix.insert(2, m("u/d/e/f", 1, false));
+        let (items, _) = ix.list(&query("d/", Some('/'), ""), 100);
+        assert_eq!(keys(&items), ["d/e/"]);
+        ix.remove(&ObjectName::parse("u/d/e/f").unwrap());
+        assert!(ix.live_dirs.keys().all(|k| !k.starts_with("u/d/")));
+    }
+
+    #[test]
+    fn other_delimiters_work_too() {
+        let ix = tree();
+        let (items, _) = ix.list(&query("", Some('-'), ""), 100);
+        assert_eq!(keys(&items)[..2], ["a-", "a/1"]);
     }
 
     #[test]
@@ -150,7 +351,11 @@ mod tests {
         assert_eq!(old.meta.size, 10);
         assert_eq!(ix.live(), (1, 5));
         assert_eq!(ix.users(), vec!["alice"]);
-        assert_eq!(ix.list_user("bob").len(), 1, "tombstones are listed");
+        let bob = ListQuery {
+            user: "bob".into(),
+            ..Default::default()
+        };
+        assert_eq!(ix.list(&bob, 10).0.len(), 1, "tombstones are listed");
         let names: Vec<_> = ix
             .list_part(1)
             .into_iter()

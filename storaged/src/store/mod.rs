@@ -37,14 +37,22 @@
 //! first; fields in this order, no field names or tags):
 //!
 //! ```text
-//! version     u32 varint    1 (the record format; 1 byte today)
-//! name        varint byte length, then the UTF-8 bytes of "user/file"
+//! version     u32 varint    2 (the record format; 1 byte)
+//! name        varint byte length, then the UTF-8 bytes of "user/file" (the file part may
+//!             hold '/': "alice/photos/cat.jpg")
 //! size        u64 varint    data bytes (0 for a tombstone)
 //! md5         16 bytes      MD5 of the data, raw (fixed arrays carry no length)
 //! timestamp   u64 varint    µs since the Unix epoch, set by the proxy; newer wins
 //! deleted     1 byte        0 = live version, 1 = tombstone
 //! block_size  u32 varint    65536 (80 80 04); the CRC granularity
+//! content_type varint byte length, then UTF-8 ("" = none; "application/directory" for a
+//!             directory marker)
+//! meta        varint count, then per item (sorted by key): varint length + UTF-8 key,
+//!             varint length + UTF-8 value (user metadata: "mtime", "mode", X-Object-Meta-*)
 //! ```
+//!
+//! Version 1 records (written by earlier servers) end after `block_size`; they still read,
+//! as objects without a content type or metadata. A record is at most 16 KiB.
 //!
 //! A tombstone is the same file with `size = 0`, no CRC entries, the MD5 of the empty string
 //! and `deleted = 1`. Tombstones are kept so a server that was away cannot resurrect a
@@ -75,7 +83,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use oss_proto::name::{hex, partition_of};
-use oss_proto::wire::{now_micros, ReplicaState};
+use oss_proto::wire::{now_micros, Attrs, Key, ListItem, ListQuery, ReplicaState};
 use oss_proto::{ObjectMeta, ObjectName, Timestamp};
 
 use crate::error::StoreError;
@@ -99,6 +107,25 @@ pub const VERIFY_PIECE: u64 = 1 << 20;
 const EMPTY_MD5: [u8; 16] = [
     0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e,
 ];
+
+/// What the sender of an upload announced: its size (if known), the MD5 it computed while
+/// sending, and the attributes to store with it. [`Store::finish_put`] checks the first two.
+#[derive(Debug, Clone, Default)]
+pub struct Announced {
+    pub size: Option<u64>,
+    pub md5: [u8; 16],
+    pub attrs: Attrs,
+}
+
+impl Announced {
+    pub fn new(size: Option<u64>, md5: [u8; 16]) -> Self {
+        Self::with_attrs(size, md5, Attrs::default())
+    }
+
+    pub fn with_attrs(size: Option<u64>, md5: [u8; 16], attrs: Attrs) -> Self {
+        Announced { size, md5, attrs }
+    }
+}
 
 /// The result of a successful commit.
 #[derive(Debug, Clone)]
@@ -479,9 +506,9 @@ impl Store {
         name: &ObjectName,
         part: u32,
         timestamp: Timestamp,
-        size: Option<u64>,
-        md5: [u8; 16],
+        announced: Announced,
     ) -> Result<Committed, StoreError> {
+        let Announced { size, md5, attrs } = announced;
         if let Some(n) = size {
             if n != body.len {
                 return Err(StoreError::BadRequest(format!(
@@ -496,7 +523,7 @@ impl Store {
                 actual: hex(&body.md5),
             });
         }
-        self.commit(body, name, part, timestamp, false)
+        self.commit(body, name, part, timestamp, false, attrs)
     }
 
     /// Stores `data` in one go (small uploads and tests); `size` and `md5` are what the
@@ -506,9 +533,8 @@ impl Store {
         name: &ObjectName,
         part: u32,
         timestamp: Timestamp,
-        size: Option<u64>,
         data: &[u8],
-        md5: [u8; 16],
+        announced: Announced,
     ) -> Result<Committed, StoreError> {
         Self::check_part(name, part)?;
         self.check_newer(name, timestamp)?;
@@ -518,7 +544,7 @@ impl Store {
         let mut w = BodyWriter::new(tmp);
         w.write(data)
             .map_err(|e| StoreError::io("writing a temp file", e))?;
-        self.finish_put(w.finish(), name, part, timestamp, size, md5)
+        self.finish_put(w.finish(), name, part, timestamp, announced)
     }
 
     /// Writes a tombstone at `timestamp`. Returns whether a live version was replaced.
@@ -535,7 +561,7 @@ impl Store {
             .map_err(|e| StoreError::io("creating a temp file", e))?;
         let body = BodyWriter::new(tmp).finish();
         debug_assert_eq!(body.md5, EMPTY_MD5);
-        let c = self.commit(body, name, part, timestamp, true)?;
+        let c = self.commit(body, name, part, timestamp, true, Attrs::default())?;
         Ok(c.previous.is_some_and(|p| !p.deleted))
     }
 
@@ -548,6 +574,7 @@ impl Store {
         part: u32,
         timestamp: Timestamp,
         deleted: bool,
+        attrs: Attrs,
     ) -> Result<Committed, StoreError> {
         let meta = ObjectMeta {
             name: name.clone(),
@@ -555,6 +582,7 @@ impl Store {
             md5: body.md5,
             timestamp,
             deleted,
+            attrs,
         };
         let footer = format::encode_footer(&meta, &body.crcs);
         {
@@ -763,25 +791,47 @@ impl Store {
         self.index().snapshot()
     }
 
-    /// A user's entries, tombstones included, sorted by name. Versions whose replica here
-    /// was lost are listed too: the object still exists (another replica may be good, and
-    /// if none is, reading it says "corrupted"), it must not vanish from listings.
-    pub fn list_user(&self, user: &str) -> Vec<ObjectMeta> {
-        let mut v = self.index().list_user(user);
+    /// One page of a listing (see [`Index::list`]), tombstones included. Versions whose
+    /// replica here was lost are listed too: the object still exists (another replica may be
+    /// good, and if none is, reading it says "corrupted"), it must not vanish from listings.
+    pub fn list(&self, q: &ListQuery, limit: usize) -> (Vec<ListItem>, bool) {
+        let (mut items, truncated) = self.index().list(q, limit);
         let lost: Vec<ObjectMeta> = self
             .lost
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|(_, m)| m.name.user() == user)
-            .map(|(_, m)| m.clone())
+            .map(|(_, m)| m)
+            .filter(|m| m.name.user() == q.user && m.name.file().starts_with(&q.prefix))
+            .cloned()
             .collect();
-        if !lost.is_empty() {
-            let ix = self.index();
-            v.extend(lost.into_iter().filter(|m| ix.get(&m.name).is_none()));
-            v.sort_by(|a, b| a.name.cmp(&b.name));
+        if lost.is_empty() {
+            return (items, truncated);
         }
-        v
+        // Only within the range this page covers, so pages stay disjoint and ordered.
+        let last = truncated
+            .then(|| items.last().map(|i| i.key().to_owned()))
+            .flatten();
+        let ix = self.index();
+        for m in lost {
+            if ix.get(&m.name).is_some() {
+                continue;
+            }
+            let item = match q.roll_up(m.name.file()) {
+                Key::Name(_) => ListItem::Object(m.clone()),
+                Key::Prefix(p) => ListItem::Prefix(p.to_owned()),
+            };
+            let k = item.key();
+            let in_range = k > q.marker.as_str()
+                && (q.end_marker.is_empty() || k < q.end_marker.as_str())
+                && last.as_deref().is_none_or(|l| k <= l);
+            if in_range && !items.iter().any(|i| i.key() == k) {
+                items.push(item);
+            }
+        }
+        drop(ix);
+        items.sort_by(|a, b| a.key().cmp(b.key()));
+        (items, truncated)
     }
 
     /// A partition's entries, tombstones included, sorted by name.
