@@ -28,11 +28,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload a file (or stdin) as USER/FILENAME, replacing any previous version
+    ///
+    /// FILENAME may hold '/' (`alice/photos/2024/cat.jpg`): segments of 1-255 bytes, none
+    /// empty, '.' or '..', at most 1024 bytes in all. Parent directories need not exist.
     Upload {
         /// The object's name, USER/FILENAME
         #[arg(value_name = "USER/FILENAME")]
         name: String,
-        /// Local file to read, '-' for stdin [default: FILENAME]
+        /// Local file to read, '-' for stdin [default: FILENAME, relative to the current
+        /// directory]
         #[arg(value_name = "LOCAL_PATH")]
         local: Option<PathBuf>,
     },
@@ -41,8 +45,8 @@ pub enum Command {
         /// The object's name, USER/FILENAME
         #[arg(value_name = "USER/FILENAME")]
         name: String,
-        /// Where to write it, '-' for stdout; a directory gets FILENAME inside it
-        /// [default: FILENAME in the current directory]
+        /// Where to write it, '-' for stdout; a directory gets FILENAME's last segment inside
+        /// it [default: FILENAME's last segment in the current directory]
         #[arg(value_name = "LOCAL_PATH")]
         local: Option<PathBuf>,
     },
@@ -52,13 +56,57 @@ pub enum Command {
         #[arg(value_name = "USER/FILENAME")]
         name: String,
     },
-    /// List a user's files, one a line
+    /// List a user's files and directories, or one directory's, one a line
+    ///
+    /// `oss list alice` lists alice's top level: files, and `sub/` for each subdirectory.
+    /// `oss list alice/photos/` (the trailing '/' may be left out) lists one level below
+    /// photos/, names relative to it. With -r, everything below, full relative names and
+    /// no `sub/` lines except for directories made by `oss mkdir`. A directory that does not
+    /// exist is "not found".
     List {
-        #[arg(value_name = "USER")]
-        user: String,
-        /// Long format: size, MD5, modification time (UTC), name
+        /// USER, or USER/DIR/ for one directory
+        #[arg(value_name = "USER[/DIR/]")]
+        target: String,
+        /// Long format: size, MD5, modification time (UTC), name; a directory shows '-' for
+        /// size and MD5 (and for the time unless `oss mkdir` made it)
         #[arg(short = 'l', long = "long")]
         long: bool,
+        /// Everything below, at every depth
+        #[arg(short = 'r', long = "recursive")]
+        recursive: bool,
+    },
+    /// Make a directory, so it is listed even while empty
+    ///
+    /// Stores a directory marker: a zero-byte object USER/DIR of content type
+    /// application/directory. Like mkdir -p: parents exist implicitly and need no markers,
+    /// and an existing directory is fine; an existing file of that name is an error.
+    Mkdir {
+        /// The directory, USER/DIR[/SUB...]
+        #[arg(value_name = "USER/DIR")]
+        dir: String,
+    },
+    /// Copy the file SRC to DST inside the cluster (files only)
+    ///
+    /// Replaces DST if it exists; the bytes do not pass through this client. Prints nothing
+    /// on success, like cp.
+    Copy {
+        /// The file to copy, USER/FILENAME
+        #[arg(value_name = "SRC")]
+        src: String,
+        /// The new name, USER/FILENAME
+        #[arg(value_name = "DST")]
+        dst: String,
+    },
+    /// Move the file SRC to DST (files only, not directories)
+    ///
+    /// A copy inside the cluster, then a delete of SRC. Replaces DST if it exists.
+    Move {
+        /// The file to move, USER/FILENAME
+        #[arg(value_name = "SRC")]
+        src: String,
+        /// The new name, USER/FILENAME
+        #[arg(value_name = "DST")]
+        dst: String,
     },
     /// Add a storage server to the ring (its partitions move in the background)
     AddDisk {
@@ -236,9 +284,26 @@ mod tests {
             c => panic!("{c:?}"),
         }
         match parse(&["list", "alice", "-l"]).cmd {
-            Command::List { user, long } => assert!(long && user == "alice"),
+            Command::List {
+                target,
+                long,
+                recursive,
+            } => assert!(long && !recursive && target == "alice"),
             c => panic!("{c:?}"),
         }
+        match parse(&["list", "-r", "alice/photos/", "-l"]).cmd {
+            Command::List {
+                target,
+                long,
+                recursive,
+            } => assert!(long && recursive && target == "alice/photos/"),
+            c => panic!("{c:?}"),
+        }
+        match parse(&["move", "alice/a", "alice/d/b"]).cmd {
+            Command::Move { src, dst } => assert_eq!((&*src, &*dst), ("alice/a", "alice/d/b")),
+            c => panic!("{c:?}"),
+        }
+        assert!(Cli::try_parse_from(["oss", "copy", "alice/a"]).is_err());
         match parse(&["add-disk", "127.0.0.1:7001", "--wait"]).cmd {
             Command::AddDisk { addr, wait } => assert!(wait && addr == "127.0.0.1:7001"),
             c => panic!("{c:?}"),

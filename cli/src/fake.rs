@@ -1,5 +1,6 @@
 //! A tiny in-memory proxy for unit tests of the commands: just enough of the protocol to
-//! upload, download, stat, delete and list, and to count connections.
+//! upload, download, stat, delete, list (prefix, delimiter, marker, limit) and copy, and to
+//! count connections and listing pages.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +10,9 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 use tokio::net::TcpListener;
 
-use oss_proto::wire::{Chunk, ClientRequest, Connection, Response, UploadTrailer, CHUNK};
+use oss_proto::wire::{
+    Chunk, ClientRequest, Connection, Key, ListItem, ListQuery, Response, UploadTrailer, CHUNK,
+};
 use oss_proto::{ObjectMeta, ObjectName, WireError};
 
 #[derive(Default)]
@@ -20,6 +23,10 @@ pub struct State {
     pub corrupt: std::sync::atomic::AtomicBool,
     /// Each delete takes this long, so concurrent requests overlap.
     pub delete_delay: Mutex<Duration>,
+    /// When not 0, no listing page holds more entries than this (to exercise paging).
+    pub page_limit: AtomicUsize,
+    /// Listing pages served.
+    pub pages: AtomicUsize,
 }
 
 /// Starts the fake proxy on a loopback port; returns its address and shared state.
@@ -51,7 +58,7 @@ pub async fn start() -> (String, Arc<State>) {
 
 async fn serve(st: &State, c: &mut Connection, req: ClientRequest) -> oss_proto::wire::Result<()> {
     match req {
-        ClientRequest::Upload { name, .. } => {
+        ClientRequest::Upload { name, attrs, .. } => {
             let mut body = Vec::new();
             let mut buf = Vec::new();
             loop {
@@ -68,6 +75,7 @@ async fn serve(st: &State, c: &mut Connection, req: ClientRequest) -> oss_proto:
                 md5: Md5::digest(&body).into(),
                 timestamp: oss_proto::wire::now_micros(),
                 deleted: false,
+                attrs,
             };
             if meta.md5 != t.md5 {
                 c.write_header(&Response::Error(WireError::BadRequest("md5".into())))
@@ -129,20 +137,36 @@ async fn serve(st: &State, c: &mut Connection, req: ClientRequest) -> oss_proto:
             let existed = st.objects.lock().unwrap().remove(&name).is_some();
             c.write_header(&Response::Deleted { existed }).await?;
         }
-        ClientRequest::List { user } => {
-            let entries = st
-                .objects
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|(m, _)| m.name.user() == user)
-                .map(|(m, _)| m.clone())
-                .collect();
-            c.write_header(&Response::Listing {
-                entries,
-                more: false,
-            })
-            .await?;
+        ClientRequest::List(q) => {
+            st.pages.fetch_add(1, Ordering::SeqCst);
+            let resp = match q.validate() {
+                Ok(limit) => {
+                    let cap = st.page_limit.load(Ordering::SeqCst);
+                    let limit = if cap == 0 { limit } else { limit.min(cap) };
+                    let (items, truncated) = page(&st.objects.lock().unwrap(), &q, limit);
+                    Response::Page { items, truncated }
+                }
+                Err(e) => Response::Error(e),
+            };
+            c.write_header(&resp).await?;
+        }
+        ClientRequest::Copy { src, dst, attrs } => {
+            let resp = {
+                let mut objects = st.objects.lock().unwrap();
+                match objects.get(&src).cloned() {
+                    None => Response::Error(WireError::NotFound),
+                    Some((mut meta, body)) => {
+                        meta.name = dst.clone();
+                        meta.timestamp = oss_proto::wire::now_micros();
+                        if let Some(a) = attrs {
+                            meta.attrs = a;
+                        }
+                        objects.insert(dst, (meta.clone(), body));
+                        Response::Stored(meta)
+                    }
+                }
+            };
+            c.write_header(&resp).await?;
         }
         _ => {
             c.write_header(&Response::Error(WireError::BadRequest("fake".into())))
@@ -150,4 +174,33 @@ async fn serve(st: &State, c: &mut Connection, req: ClientRequest) -> oss_proto:
         }
     }
     c.flush().await
+}
+
+/// One listing page, the simple way: every name of the user in order, rolled up at the
+/// delimiter, keys after the marker (so a prefix the last page ended with is not repeated).
+fn page(
+    objects: &BTreeMap<ObjectName, (ObjectMeta, Vec<u8>)>,
+    q: &ListQuery,
+    limit: usize,
+) -> (Vec<ListItem>, bool) {
+    let mut items: Vec<ListItem> = Vec::new();
+    for (m, _) in objects.values() {
+        let file = m.name.file();
+        if m.name.user() != q.user || !file.starts_with(&q.prefix) {
+            continue;
+        }
+        let item = match q.roll_up(file) {
+            Key::Name(_) => ListItem::Object(m.clone()),
+            Key::Prefix(p) => ListItem::Prefix(p.to_owned()),
+        };
+        let key = item.key();
+        let after_marker = key > q.marker.as_str();
+        let before_end = q.end_marker.is_empty() || key < q.end_marker.as_str();
+        if after_marker && before_end && items.last().is_none_or(|l| l.key() != key) {
+            items.push(item);
+        }
+    }
+    let truncated = items.len() > limit;
+    items.truncate(limit);
+    (items, truncated)
 }

@@ -5,3 +5,4 @@ pub mod admin;
 pub mod bench;
 pub mod objects;
 pub mod transfer;
+pub mod tree;

@@ -1,13 +1,13 @@
-//! `oss delete`, `oss list` and `oss check`.
+//! `oss delete` and `oss check` (`oss list` is in [`super::tree`]).
 
 use anyhow::Result;
 
-use oss_proto::name::{hex, validate_part, Part};
+use oss_proto::name::hex;
 use oss_proto::wire::{now_micros, ReplicaState};
-use oss_proto::{ObjectMeta, ObjectName, WireError};
+use oss_proto::{ObjectName, WireError};
 
 use crate::error::{self, CliError};
-use crate::fmt::{self, Align};
+use crate::fmt;
 use crate::io::emit;
 use crate::Ctx;
 
@@ -24,44 +24,6 @@ pub async fn delete(ctx: &Ctx, name: &str) -> Result<()> {
             .into()),
         Err(e) => Err(ctx.fail(&e, name.as_str()).into()),
     }
-}
-
-pub async fn list(ctx: &Ctx, user: &str, long: bool) -> Result<()> {
-    validate_part(user, Part::User).map_err(|e| error::invalid_name(&e))?;
-    let entries = match ctx.client.list(user).await {
-        Ok(v) => v,
-        // A user is only a prefix: one without files has an empty listing.
-        Err(oss_proto::Error::Remote(WireError::NotFound)) => Vec::new(),
-        Err(e) => return Err(ctx.fail(&e, user).into()),
-    };
-    emit(&listing(&entries, long))
-}
-
-/// One name a line, or (`-l`) size, MD5, UTC time and name in aligned columns.
-pub fn listing(entries: &[ObjectMeta], long: bool) -> String {
-    if !long {
-        let mut out = String::new();
-        for e in entries {
-            out.push_str(e.name.file());
-            out.push('\n');
-        }
-        return out;
-    }
-    let rows: Vec<Vec<String>> = entries
-        .iter()
-        .map(|e| {
-            vec![
-                e.size.to_string(),
-                hex(&e.md5),
-                fmt::iso_utc(e.timestamp),
-                e.name.file().to_owned(),
-            ]
-        })
-        .collect();
-    fmt::table(
-        &rows,
-        &[Align::Right, Align::Left, Align::Left, Align::Left],
-    )
 }
 
 pub async fn check(ctx: &Ctx, name: &str) -> Result<()> {
@@ -136,6 +98,7 @@ pub fn check_verdict(name: &ObjectName, replicas: &[(String, ReplicaState)]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oss_proto::ObjectMeta;
 
     fn meta(file: &str, size: u64, ts: u64) -> ObjectMeta {
         ObjectMeta {
@@ -144,25 +107,8 @@ mod tests {
             md5: [0xab; 16],
             timestamp: ts,
             deleted: false,
+            attrs: Default::default(),
         }
-    }
-
-    #[test]
-    fn short_and_long_listings() {
-        let v = vec![
-            meta("a.txt", 5, 1_795_608_000_000_000),
-            meta("big", 123_456, 0),
-        ];
-        assert_eq!(listing(&v, false), "a.txt\nbig\n");
-        let md5 = "ab".repeat(16);
-        assert_eq!(
-            listing(&v, true),
-            format!(
-                "     5  {md5}  2026-11-25T12:00:00Z  a.txt\n\
-                 123456  {md5}  1970-01-01T00:00:00Z  big\n"
-            )
-        );
-        assert_eq!(listing(&[], true), "");
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub async fn download(ctx: &Ctx, name: &str, local: Option<&Path>) -> Result<()>
     match local {
         Some(p) if is_dash(p) => to_stdout(ctx, &name, tty).await,
         _ => {
-            let dest = destination(local, name.file()).await;
+            let dest = destination(local, last_segment(name.file())).await;
             to_file(ctx, &name, &dest, tty).await
         }
     }
@@ -117,7 +117,13 @@ async fn to_stdout(ctx: &Ctx, name: &ObjectName, tty: bool) -> Result<()> {
     }
 }
 
-/// `LOCAL_PATH`, or `FILENAME` in the cwd; an existing directory gets `FILENAME` inside it.
+/// A nested name's last segment: `photos/2024/cat.jpg` is saved as `cat.jpg`, as `cp`, `wget`
+/// and `aws s3 cp` name what they fetch, so a download never creates local directories.
+fn last_segment(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
+}
+
+/// `LOCAL_PATH`, or `file` in the cwd; an existing directory gets `file` inside it.
 async fn destination(local: Option<&Path>, file: &str) -> PathBuf {
     match local {
         None => PathBuf::from(file),
@@ -227,6 +233,12 @@ mod tests {
             temp_path(Path::new("/tmp/d/x.bin")),
             PathBuf::from(format!("/tmp/d/.x.bin.oss-tmp-{pid}"))
         );
+    }
+
+    #[test]
+    fn downloads_are_named_by_the_last_segment() {
+        assert_eq!(last_segment("f"), "f");
+        assert_eq!(last_segment("photos/2024/cat.jpg"), "cat.jpg");
     }
 
     #[tokio::test]

@@ -34,7 +34,11 @@ fn invalid_names_are_refused_and_store_nothing() {
         "../f".into(),
         "u/.".into(),
         "u/..".into(),
-        "a/b/c".into(),
+        "a//c".into(),
+        "a/b/".into(),
+        "a/b/./c".into(),
+        "a/b/../c".into(),
+        format!("u/d/{long}"),
         format!("u/{long}"),
         format!("{long}/f"),
     ];
@@ -50,7 +54,7 @@ fn invalid_names_are_refused_and_store_nothing() {
         c.oss(&["delete", name])
             .assert_fails_one_line(&format!("delete {name:?}"));
     }
-    for user in ["", ".", "..", "a/b"] {
+    for user in ["", ".", "..", "a//b"] {
         c.oss(&["list", user])
             .assert_fails_one_line(&format!("list {user:?}"));
     }
