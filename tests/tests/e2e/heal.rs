@@ -607,3 +607,79 @@ fn heal_check_reports_good_replicas_and_repairs_a_corrupt_one() {
     );
     c.assert_content("chk/bad", &bad);
 }
+
+/// Lines of `oss list ARGS`.
+fn ls(c: &Cluster, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["list"];
+    all.extend_from_slice(args);
+    let out = c.oss(&all);
+    out.assert_ok(&format!("oss {}", all.join(" ")));
+    out.stdout_str().lines().map(str::to_owned).collect()
+}
+
+/// Directory markers are objects like any other: an empty directory and its content type
+/// survive a dead server's refill, an add-disk and a remove-disk, and so do nested names.
+#[test]
+fn heal_empty_directories_and_nested_names_survive_a_kill_and_a_rebalance() {
+    let mut c = Cluster::start_with(fast_health(4, 64));
+    let empties: Vec<String> = (0..8).map(|i| format!("dirs/empty{i}")).collect();
+    for d in &empties {
+        c.oss(&["mkdir", d]).assert_ok("mkdir");
+    }
+    let files = upload_set(&c, "dirs/tree/a/b", 12, 7, 20_000);
+    let top_want: Vec<String> = (0..8)
+        .map(|i| format!("empty{i}/"))
+        .chain(["tree/".to_owned()])
+        .collect();
+    let check = |c: &Cluster, live: &[usize], when: &str| {
+        assert_eq!(ls(c, &["dirs"]), top_want, "{when}: top level");
+        assert_eq!(ls(c, &["dirs/empty3/"]), Vec::<String>::new(), "{when}");
+        assert_eq!(ls(c, &["dirs/tree/a/"]), ["b/"], "{when}");
+        assert_all_download(c, &files, when);
+        for d in &empties {
+            let reps = replicas_on(c, d, live);
+            assert_eq!(reps.len(), 2, "{when}: {d} has replicas {reps:?}");
+            for (_, path) in reps {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    bytes
+                        .windows(b"application/directory".len())
+                        .any(|w| w == b"application/directory"),
+                    "{when}: the replica {} of {d} lost its content type",
+                    path.display()
+                );
+            }
+        }
+    };
+    check(&c, &[0, 1, 2, 3], "before any fault");
+
+    // The server holding the most marker replicas dies; its partitions are refilled.
+    let victim = (0..4)
+        .max_by_key(|&s| {
+            empties
+                .iter()
+                .filter(|d| c.find_replicas(d).iter().any(|(h, _)| *h == s))
+                .count()
+        })
+        .unwrap();
+    let victim_addr = c.storage[victim].addr().to_string();
+    c.storage[victim].kill();
+    wait_server_state(&c, &victim_addr, &[Some("Offline"), None], SETTLE);
+    let job = wait_job_finished(&c, &format!("refill after {victim_addr}"), SETTLE);
+    assert_job_complete(&job, "refill");
+    let mut live: Vec<usize> = (0..4).filter(|&s| s != victim).collect();
+    check(&c, &live, "after the refill");
+
+    // A new server joins, then one of the old ones leaves.
+    let new = c.start_storage();
+    let new_addr = c.storage[new].addr().to_string();
+    c.oss_timeout(&["add-disk", &new_addr, "--wait"], SETTLE)
+        .assert_ok("add-disk --wait");
+    live.push(new);
+    check(&c, &live, "after add-disk");
+    let leaver = live.remove(0);
+    let leaver_addr = c.storage[leaver].addr().to_string();
+    c.oss_timeout(&["remove-disk", &leaver_addr, "--wait"], SETTLE)
+        .assert_ok("remove-disk --wait");
+    check(&c, &live, "after remove-disk");
+}
