@@ -1,10 +1,12 @@
 //! oss-proto: what every oss process shares.
 //!
+//! - [`auth`]: challenge-response logins (keys, verifiers, proofs), SCRAM-style.
 //! - [`name`]: object names (`USER/FILENAME`), validation, the 32-bit hash and partitions.
 //! - [`ring`]: the ring as pure data and pure functions (placement, rebalance, moves).
 //! - [`wire`]: frames, messages and the [`wire::Connection`] every process speaks through.
 //! - [`client`]: the async client of the proxy, used by `oss` and `ossfs`.
 
+pub mod auth;
 pub mod client;
 pub mod name;
 pub mod ring;
