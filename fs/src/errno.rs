@@ -22,6 +22,8 @@ pub fn from_wire(w: &WireError) -> Errno {
     match w {
         WireError::NotFound => Errno::ENOENT,
         WireError::InvalidName(n) => from_name(n),
+        // Metadata over Swift's limits (it is ours: mode and mtime): a bad argument.
+        WireError::InvalidAttrs(_) => Errno::EINVAL,
         WireError::BadRequest(_) => Errno::EINVAL,
         WireError::DiskFull => Errno::ENOSPC,
         WireError::Refused(_) => Errno::EPERM,
@@ -40,7 +42,9 @@ pub fn from_wire(w: &WireError) -> Errno {
 /// A user or file name the object store does not accept.
 pub fn from_name(n: &NameError) -> Errno {
     match n {
-        NameError::TooLong(_) => Errno::ENAMETOOLONG,
+        NameError::TooLong(_) | NameError::SegmentTooLong | NameError::FileTooLong => {
+            Errno::ENAMETOOLONG
+        }
         _ => Errno::EINVAL,
     }
 }
@@ -110,6 +114,9 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(from_name(&NameError::Dot(Part::User)), Errno::EINVAL);
+        assert_eq!(from_name(&NameError::FileTooLong), Errno::ENAMETOOLONG);
+        assert_eq!(from_name(&NameError::SegmentTooLong), Errno::ENAMETOOLONG);
+        assert_eq!(from_name(&NameError::DotSegment), Errno::EINVAL);
         assert_eq!(from_name(&NameError::Empty(Part::File)), Errno::EINVAL);
         assert_eq!(from_name(&NameError::Nul(Part::File)), Errno::EINVAL);
         assert_eq!(

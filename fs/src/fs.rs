@@ -2,9 +2,15 @@
 //! replies; the helpers never hold a global lock (inodes, cache, handle table) across a
 //! proxy call.
 //!
-//! Layout: `/` lists users; `/USER` lists that user's files; nothing lives deeper.
+//! Layout: `/` lists users; `/USER/A/B/F` is the object `USER/A/B/F`. Directories are the
+//! names' prefixes, plus explicit markers (zero-byte objects named like the directory, with
+//! content type `application/directory`), which `mkdir` writes so that an empty directory
+//! survives a restart. A user's own directory has no marker (a marker would need an empty
+//! file name): it exists while the user has files, or on this mount after `mkdir USER`.
+//! Where a regular file `a/b` and objects below `a/b/` both exist, the mount shows the
+//! directory (the file is hidden; logged once at debug).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,13 +23,16 @@ use fuser::{
     Request, TimeOrNow,
 };
 use oss_proto::name::{validate_part, Part};
-use oss_proto::{ObjectName, WireError};
+use oss_proto::wire::{Attrs, ListItem, ListQuery};
+use oss_proto::{ObjectMeta, ObjectName, WireError};
 use tracing::{debug, info, warn};
 
-use crate::cache::{Cache, Cached, FileInfo};
+use crate::attrs;
+use crate::cache::{below_object, below_query, dir_query, fold, Cache, Cached, Entry, FileInfo};
 use crate::errno;
-use crate::handle::{Ctx, Data, Handle, LiveUpload, State};
-use crate::inode::{InodeTable, Node, ROOT};
+use crate::handle::{lock, Ctx, Data, FileMeta, Handle, LiveUpload, State};
+use crate::inode::{DirKey, InodeTable, Node, ROOT};
+use crate::rename::plan_dir_rename;
 
 /// `st_blksize` of files: `cp` sizes its buffer from it, and 1 MiB is the largest write
 /// the kernel sends (max_pages × 4 KiB), so a copy in moves 1 MiB per request.
@@ -32,6 +41,10 @@ const FILE_BLKSIZE: u32 = 1 << 20;
 const MAX_WRITE: u32 = 1 << 20;
 /// `df` asks often (`rm -rf` does); one status call per this long is plenty.
 const STATFS_TTL: Duration = Duration::from_secs(2);
+/// A directory rename logs its progress every this many objects.
+const RENAME_LOG_EVERY: usize = 100;
+/// Server-side copies a directory rename keeps in flight at once.
+const RENAME_PARALLEL: usize = 8;
 
 /// One directory entry: inode, kind, name.
 type DirEntry = (u64, FileType, String);
@@ -46,6 +59,8 @@ pub struct Shared {
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     statfs: Mutex<Option<(Instant, [u64; 4])>>,
+    /// Regular files found hidden by a directory of the same name (each logged once).
+    shadowed: Mutex<HashSet<ObjectName>>,
     ttl: Duration,
     uid: u32,
     gid: u32,
@@ -54,12 +69,81 @@ pub struct Shared {
 
 pub struct OssFs(pub Arc<Shared>);
 
-fn micros_to_time(us: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(us)
+fn ns_to_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+fn time_ns(t: TimeOrNow) -> u64 {
+    match t {
+        TimeOrNow::Now => attrs::now_ns(),
+        TimeOrNow::SpecificTime(t) => t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    }
 }
 
 fn utf8(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
+}
+
+fn name_err(e: oss_proto::name::NameError) -> Errno {
+    errno::from_name(&e)
+}
+
+/// "Not found" from the proxy is an answer, not a failure.
+fn found<T>(r: oss_proto::wire::Result<T>) -> oss_proto::wire::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(oss_proto::Error::Remote(WireError::NotFound)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a rename found at its source.
+enum Source {
+    File,
+    Dir,
+}
+
+/// Runs `op` on every item, [`RENAME_PARALLEL`] at a time, calling `done(n)` after the
+/// n-th success. Returns the failures (index, error); with `stop_on_error` nothing new
+/// starts after the first one.
+async fn parallel<T, F, Fut>(
+    items: &[T],
+    op: F,
+    stop_on_error: bool,
+    mut done: impl FnMut(usize),
+) -> Vec<(usize, oss_proto::Error)>
+where
+    F: Fn(&T) -> Fut,
+    Fut: std::future::Future<Output = oss_proto::wire::Result<()>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let (mut next, mut ok) = (0, 0);
+    let mut failed = Vec::new();
+    loop {
+        while set.len() < RENAME_PARALLEL
+            && next < items.len()
+            && (failed.is_empty() || !stop_on_error)
+        {
+            let (i, f) = (next, op(&items[next]));
+            set.spawn(async move { (i, f.await) });
+            next += 1;
+        }
+        let Some(r) = set.join_next().await else {
+            break;
+        };
+        match r {
+            Ok((_, Ok(()))) => {
+                ok += 1;
+                done(ok);
+            }
+            Ok((i, Err(e))) => failed.push((i, e)),
+            Err(e) => failed.push((0, oss_proto::Error::Protocol(e.to_string()))),
+        }
+    }
+    failed
 }
 
 impl Shared {
@@ -72,6 +156,7 @@ impl Shared {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             statfs: Mutex::new(None),
+            shadowed: Mutex::new(HashSet::new()),
             ttl,
             uid: unsafe { libc::geteuid() },
             gid: unsafe { libc::getegid() },
@@ -80,59 +165,67 @@ impl Shared {
     }
 
     fn node(&self, ino: u64) -> Result<Node, Errno> {
-        self.inodes
-            .lock()
-            .unwrap()
-            .get(ino)
-            .cloned()
-            .ok_or(Errno::ENOENT)
+        lock(&self.inodes).get(ino).cloned().ok_or(Errno::ENOENT)
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<Handle>, Errno> {
-        self.handles
-            .lock()
-            .unwrap()
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)
+        lock(&self.handles).get(&fh).cloned().ok_or(Errno::EBADF)
     }
 
     fn handles_of(&self, ino: u64) -> Vec<Arc<Handle>> {
-        self.handles
-            .lock()
-            .unwrap()
+        lock(&self.handles)
             .values()
             .filter(|h| h.ino == ino)
             .cloned()
             .collect()
     }
 
-    /// The size of a file being written here but not necessarily uploaded yet.
-    fn pending(&self, ino: Option<u64>) -> Option<u64> {
-        let ino = ino?;
-        self.handles_of(ino)
+    /// A file being written here but not necessarily uploaded yet, as `stat` shows it.
+    fn pending(&self, ino: Option<u64>) -> Option<FileInfo> {
+        let hs = self.handles_of(ino?);
+        let (size, h) = hs
             .iter()
-            .filter_map(|h| h.pending_size())
-            .max()
+            .filter_map(|h| h.pending_size().map(|s| (s, h)))
+            .max_by_key(|(s, _)| *s)?;
+        let m = h.file_meta();
+        let t = m.shown_mtime_ns();
+        let mut a = m.upload_attrs();
+        attrs::set_mtime_ns(&mut a, t);
+        Some(FileInfo {
+            size,
+            timestamp: t / 1000,
+            attrs: a,
+        })
     }
 
     fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap().insert(fh, Arc::new(h));
+        lock(&self.handles).insert(fh, Arc::new(h));
         fh
     }
 
-    fn dir_attr(&self, ino: u64) -> FileAttr {
+    fn note_shadowed(&self, name: ObjectName) {
+        let first = lock(&self.shadowed).insert(name.clone());
+        if first {
+            debug!(%name, "a regular file is hidden by a directory of the same name");
+        }
+    }
+
+    fn dir_attr(&self, ino: u64, marker: Option<&FileInfo>) -> FileAttr {
+        let (t, perm) = match marker {
+            Some(m) => (ns_to_time(m.mtime_ns()), attrs::shown_perm(&m.attrs, true)),
+            None => (self.started, attrs::DIR_PERM),
+        };
         FileAttr {
             ino: INodeNo(ino),
             size: 0,
             blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
-            crtime: self.started,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
             kind: FileType::Directory,
-            perm: 0o755,
+            perm: perm as u16,
             nlink: 2,
             uid: self.uid,
             gid: self.gid,
@@ -142,8 +235,8 @@ impl Shared {
         }
     }
 
-    fn file_attr(&self, ino: u64, info: FileInfo) -> FileAttr {
-        let t = micros_to_time(info.mtime);
+    fn file_attr(&self, ino: u64, info: &FileInfo) -> FileAttr {
+        let t = ns_to_time(info.mtime_ns());
         FileAttr {
             ino: INodeNo(ino),
             size: info.size,
@@ -153,7 +246,7 @@ impl Shared {
             ctime: t,
             crtime: t,
             kind: FileType::RegularFile,
-            perm: 0o644,
+            perm: attrs::shown_perm(&info.attrs, false) as u16,
             nlink: 1,
             uid: self.uid,
             gid: self.gid,
@@ -163,52 +256,109 @@ impl Shared {
         }
     }
 
-    /// A file's size and time: from a handle writing it, the cache, or a stat.
-    fn file_info(&self, name: &ObjectName) -> Result<FileInfo, Errno> {
-        let ino = self.inodes.lock().unwrap().find(&Node::File(name.clone()));
-        if let Some(size) = self.pending(ino) {
-            let now = oss_proto::wire::now_micros();
-            return Ok(FileInfo { size, mtime: now });
+    /// What `name` in `dir` is: a file being written here, the cache's answer, or the
+    /// proxy's.
+    fn entry(&self, dir: &DirKey, name: &str) -> Result<Entry, Errno> {
+        let obj = dir.child_object(name).map_err(name_err)?;
+        let ino = lock(&self.inodes).find(&Node::File(obj.clone()));
+        if let Some(info) = self.pending(ino) {
+            return Ok(Entry::File(info));
         }
-        let cached = self
-            .cache
-            .lock()
-            .unwrap()
-            .file(name.user(), name.file(), Instant::now());
+        let cached = lock(&self.cache).entry(dir, name, Instant::now());
         match cached {
-            Cached::Hit(info) => return Ok(info),
+            Cached::Hit(e) => return Ok(e),
             Cached::Absent => return Err(Errno::ENOENT),
             Cached::Miss => {}
         }
-        match self.ctx.block_on(self.ctx.client.stat(name)) {
-            Ok(meta) if !meta.deleted => {
-                let info = FileInfo::from(&meta);
-                self.cache
-                    .lock()
-                    .unwrap()
-                    .put_file(name.user(), name.file(), info, Instant::now());
-                Ok(info)
+        let now = Instant::now();
+        match self.remote_entry(&obj)? {
+            Some(e) => {
+                lock(&self.cache).put_entry(dir, name, e.clone(), now);
+                Ok(e)
             }
-            Ok(_) | Err(oss_proto::Error::Remote(WireError::NotFound)) => {
-                self.cache
-                    .lock()
-                    .unwrap()
-                    .remove_file(name.user(), name.file());
+            None => {
+                lock(&self.cache).put_absent(dir, name, now);
                 Err(Errno::ENOENT)
-            }
-            Err(e) => {
-                warn!(%name, error = %e, "stat failed");
-                Err(errno::from_proto(&e))
             }
         }
     }
 
-    fn exists(&self, name: &ObjectName) -> Result<bool, Errno> {
-        match self.file_info(name) {
-            Ok(_) => Ok(true),
-            Err(e) if e == Errno::ENOENT => Ok(false),
+    /// Asks the proxy what `obj` is: the object itself (a file or a marker) and, at the
+    /// same time, whether anything lies below `obj/` (then it is a directory).
+    fn remote_entry(&self, obj: &ObjectName) -> Result<Option<Entry>, Errno> {
+        let q = below_object(obj);
+        let client = &self.ctx.client;
+        let (st, ls) = self
+            .ctx
+            .block_on(async { tokio::join!(client.stat(obj), client.list_page(&q)) });
+        let below = match found(ls) {
+            Ok(v) => v.is_some_and(|(items, _)| !items.is_empty()),
+            Err(e) => {
+                warn!(name = %obj, error = %e, "listing failed");
+                return Err(errno::from_proto(&e));
+            }
+        };
+        let meta = match found(st) {
+            Ok(m) => m.filter(|m| !m.deleted),
+            Err(e) => {
+                warn!(name = %obj, error = %e, "stat failed");
+                return Err(errno::from_proto(&e));
+            }
+        };
+        Ok(match (meta, below) {
+            (Some(m), _) if m.is_dir_marker() => Some(Entry::Dir(Some(FileInfo::from(&m)))),
+            (Some(_), true) => {
+                self.note_shadowed(obj.clone());
+                Some(Entry::Dir(None))
+            }
+            (Some(m), false) => Some(Entry::File(FileInfo::from(&m))),
+            (None, true) => Some(Entry::Dir(None)),
+            (None, false) => None,
+        })
+    }
+
+    fn exists(&self, dir: &DirKey, name: &str) -> Result<Option<Entry>, Errno> {
+        match self.entry(dir, name) {
+            Ok(e) => Ok(Some(e)),
+            Err(e) if e == Errno::ENOENT => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// A file's size, time, mode: from a handle writing it, the cache, or the proxy.
+    fn file_info(&self, name: &ObjectName) -> Result<FileInfo, Errno> {
+        let (dir, base) = DirKey::of_object(name);
+        match self.entry(&dir, base)? {
+            Entry::File(info) => Ok(info),
+            Entry::Dir(_) => Err(Errno::EISDIR),
+        }
+    }
+
+    /// The marker of directory `dir` (`None`: it has none, or it is a user's directory).
+    fn dir_marker(&self, dir: &DirKey) -> Result<Option<FileInfo>, Errno> {
+        let Some((parent, name)) = dir.parent() else {
+            return Ok(None);
+        };
+        let cached = lock(&self.cache).entry(&parent, name, Instant::now());
+        match cached {
+            Cached::Hit(Entry::Dir(m)) => return Ok(m),
+            Cached::Hit(Entry::File(_)) | Cached::Absent => return Ok(None),
+            Cached::Miss => {}
+        }
+        let Some(marker) = dir.marker() else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let m = match found(self.ctx.block_on(self.ctx.client.stat(&marker))) {
+            Ok(m) => m.filter(|m| m.is_dir_marker()).map(|m| FileInfo::from(&m)),
+            Err(e) => {
+                warn!(name = %marker, error = %e, "stat failed");
+                return Err(errno::from_proto(&e));
+            }
+        };
+        // The kernel knows this directory, so it is one (with or without a marker).
+        lock(&self.cache).put_entry(&parent, name, Entry::Dir(m.clone()), now);
+        Ok(m)
     }
 
     /// The users, asked of the proxy (plus those made here); the answer is cached for
@@ -222,7 +372,7 @@ impl Shared {
                 warn!(error = %e, "listing users failed");
                 errno::from_proto(&e)
             })?;
-        let mut cache = self.cache.lock().unwrap();
+        let mut cache = lock(&self.cache);
         cache.put_users(users, now);
         Ok(cache.users(now).unwrap_or_default())
     }
@@ -231,84 +381,112 @@ impl Shared {
     /// uploading its first file) must not be "no such directory" for a whole TTL after the
     /// users were last listed here.
     fn user_exists(&self, user: &str) -> Result<bool, Errno> {
-        if let Some(true) = self.cache.lock().unwrap().user_exists(user, Instant::now()) {
+        let known = lock(&self.cache).user_exists(user, Instant::now());
+        if known == Some(true) {
             return Ok(true);
         }
         Ok(self.users()?.iter().any(|u| u == user))
     }
 
-    /// A user's files, listed by the proxy (the listing is cached for the lookups that
-    /// follow, e.g. `ls -l`'s stats); plus files being written here that the proxy does not
-    /// have yet.
-    fn files(&self, user: &str) -> Result<BTreeMap<String, FileInfo>, Errno> {
+    /// One directory's entries: one listing of its prefix with delimiter '/' (paged), never
+    /// the user's whole tree; cached for the lookups that follow (`ls -l`'s stats). Plus
+    /// files being written here that the proxy does not have yet.
+    fn list_dir(&self, dir: &DirKey) -> Result<BTreeMap<String, Entry>, Errno> {
         let now = Instant::now();
-        let entries = match self.ctx.block_on(self.ctx.client.list(user)) {
-            Ok(v) => v,
-            Err(oss_proto::Error::Remote(WireError::NotFound)) => Vec::new(),
+        let prefix = dir.prefix();
+        let q = dir_query(dir);
+        let items = match found(self.ctx.block_on(self.ctx.client.list_all(&q))) {
+            Ok(v) => v.unwrap_or_default(),
             Err(e) => {
-                warn!(user, error = %e, "listing failed");
+                warn!(%dir, error = %e, "listing failed");
                 return Err(errno::from_proto(&e));
             }
         };
-        self.cache.lock().unwrap().put_listing(user, &entries, now);
-        let mut files: BTreeMap<String, FileInfo> = entries
-            .iter()
-            .filter(|m| !m.deleted)
-            .map(|m| (m.name.file().to_owned(), FileInfo::from(m)))
-            .collect();
-        let local: Vec<(u64, String)> = self
-            .inodes
-            .lock()
-            .unwrap()
-            .files_of(user)
-            .map(|(i, n)| (i, n.file().to_owned()))
-            .collect();
-        for (ino, file) in local {
-            if let Some(size) = self.pending(Some(ino)) {
-                let mtime = oss_proto::wire::now_micros();
-                files.insert(file, FileInfo { size, mtime });
+        let (mut entries, shadowed) = fold(&prefix, &items);
+        for s in shadowed {
+            if let Ok(n) = dir.child_object(&s) {
+                self.note_shadowed(n);
             }
         }
-        Ok(files)
+        lock(&self.cache).put_listing(dir, &entries, now);
+        let local: Vec<(u64, String)> = lock(&self.inodes)
+            .files_under(dir)
+            .filter(|(_, n)| !n.file()[prefix.len()..].contains('/'))
+            .map(|(i, n)| (i, n.file()[prefix.len()..].to_owned()))
+            .collect();
+        for (ino, name) in local {
+            if let Some(info) = self.pending(Some(ino)) {
+                entries.entry(name).or_insert(Entry::File(info));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// True if anything lies below `dir`: an object on the proxy, or a file being written
+    /// here.
+    fn dir_has_children(&self, dir: &DirKey) -> Result<bool, Errno> {
+        let local: Vec<u64> = lock(&self.inodes)
+            .files_under(dir)
+            .map(|(i, _)| i)
+            .collect();
+        if local.into_iter().any(|i| self.pending(Some(i)).is_some()) {
+            return Ok(true);
+        }
+        let q = below_query(&dir.user, dir.prefix());
+        match found(self.ctx.block_on(self.ctx.client.list_page(&q))) {
+            Ok(v) => Ok(v.is_some_and(|(items, _)| !items.is_empty())),
+            Err(e) => {
+                warn!(%dir, error = %e, "listing failed");
+                Err(errno::from_proto(&e))
+            }
+        }
     }
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         let name = utf8(name)?;
         match self.node(parent)? {
             Node::Root => {
-                validate_part(name, Part::User).map_err(|e| errno::from_name(&e))?;
+                validate_part(name, Part::User).map_err(name_err)?;
                 if !self.user_exists(name)? {
                     return Err(Errno::ENOENT);
                 }
-                let ino = self
-                    .inodes
-                    .lock()
-                    .unwrap()
-                    .lookup(&Node::User(name.to_owned()));
-                Ok(self.dir_attr(ino))
+                let ino = lock(&self.inodes).lookup(&Node::Dir(DirKey::user(name)));
+                Ok(self.dir_attr(ino, None))
             }
-            Node::User(user) => {
-                let obj = ObjectName::new(&user, name).map_err(|e| errno::from_name(&e))?;
-                let info = self.file_info(&obj)?;
-                let ino = self.inodes.lock().unwrap().lookup(&Node::File(obj));
-                Ok(self.file_attr(ino, info))
-            }
+            Node::Dir(dir) => match self.entry(&dir, name)? {
+                Entry::File(info) => {
+                    let obj = dir.child_object(name).map_err(name_err)?;
+                    let ino = lock(&self.inodes).lookup(&Node::File(obj));
+                    Ok(self.file_attr(ino, &info))
+                }
+                Entry::Dir(marker) => {
+                    let ino = lock(&self.inodes).lookup(&Node::Dir(dir.child_dir(name)));
+                    Ok(self.dir_attr(ino, marker.as_ref()))
+                }
+            },
             Node::File(_) => Err(Errno::ENOTDIR),
         }
     }
 
     fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
         match self.node(ino)? {
-            Node::Root | Node::User(_) => Ok(self.dir_attr(ino)),
+            Node::Root => Ok(self.dir_attr(ino, None)),
+            Node::Dir(dir) => {
+                let marker = self.dir_marker(&dir)?;
+                Ok(self.dir_attr(ino, marker.as_ref()))
+            }
             Node::File(name) => {
-                if !self.inodes.lock().unwrap().is_linked(ino) {
+                if !lock(&self.inodes).is_linked(ino) {
                     // Unlinked but still open: what the handle holds, if anything.
-                    let size = self.pending(Some(ino)).unwrap_or(0);
-                    let mtime = oss_proto::wire::now_micros();
-                    return Ok(self.file_attr(ino, FileInfo { size, mtime }));
+                    let info = self.pending(Some(ino)).unwrap_or(FileInfo {
+                        size: 0,
+                        timestamp: oss_proto::wire::now_micros(),
+                        attrs: Attrs::default(),
+                    });
+                    return Ok(self.file_attr(ino, &info));
                 }
                 let info = self.file_info(&name)?;
-                Ok(self.file_attr(ino, info))
+                Ok(self.file_attr(ino, &info))
             }
         }
     }
@@ -320,14 +498,20 @@ impl Shared {
         }
     }
 
-    /// Uploads a handle's spool if it is dirty. The one place a write becomes durable.
+    fn put_file(&self, name: &ObjectName, info: FileInfo) {
+        let (dir, base) = DirKey::of_object(name);
+        lock(&self.cache).put_entry(&dir, base, Entry::File(info), Instant::now());
+    }
+
+    /// Uploads a handle's spool if it is dirty, with the handle's mode and time. The one
+    /// place a write becomes durable.
     fn commit(&self, h: &Handle) -> Result<(), Errno> {
-        let mut st = h.state.lock().unwrap();
+        let mut st = lock(&h.state);
         if !st.dirty {
             return Ok(());
         }
         let (name, linked) = {
-            let t = self.inodes.lock().unwrap();
+            let t = lock(&self.inodes);
             let name = match t.get(h.ino) {
                 Some(Node::File(n)) => n.clone(),
                 _ => return Ok(()),
@@ -340,6 +524,7 @@ impl Shared {
             st.dirty = false;
             return Ok(());
         }
+        let want = h.file_meta().upload_attrs();
         let live = st.live.take();
         let Data::Loaded(spool) = &st.data else {
             st.dirty = false;
@@ -347,8 +532,9 @@ impl Shared {
         };
         let streamed = match live {
             Some(live) if live.sent == spool.size() && live.name() == &name => {
+                let sent_attrs = live.attrs().clone();
                 match live.finish(&self.ctx) {
-                    Ok(meta) => Some(meta),
+                    Ok(meta) => Some((meta, sent_attrs)),
                     Err(e) => {
                         warn!(%name, error = %e, "live upload failed; uploading the spool");
                         None
@@ -358,24 +544,40 @@ impl Shared {
             _ => None,
         };
         let meta = match streamed {
-            Some(meta) => meta,
-            None => self.ctx.upload(&name, spool)?,
+            // The mode or time changed after the bytes started streaming (`cp -p` sets
+            // them after the last write): put them on the stored object.
+            Some((_, sent)) if sent != want => self.copy_attrs(&name, want.clone())?,
+            Some((meta, _)) => meta,
+            None => self.ctx.upload(&name, spool, want.clone())?,
         };
         st.dirty = false;
+        h.file_meta().uploaded(&want, meta.timestamp);
         drop(st);
-        self.cache.lock().unwrap().put_file(
-            name.user(),
-            name.file(),
-            FileInfo::from(&meta),
-            Instant::now(),
+        self.put_file(
+            &name,
+            FileInfo {
+                size: meta.size,
+                timestamp: meta.timestamp,
+                attrs: want,
+            },
         );
         debug!(%name, size = meta.size, "uploaded");
         Ok(())
     }
 
+    /// Replaces the stored attributes of `name` (a server-side copy onto itself).
+    fn copy_attrs(&self, name: &ObjectName, attrs: Attrs) -> Result<ObjectMeta, Errno> {
+        self.ctx
+            .block_on(self.ctx.client.copy(name, name, Some(attrs)))
+            .map_err(|e| {
+                warn!(%name, error = %e, "storing the mode or time failed");
+                errno::from_proto(&e)
+            })
+    }
+
     /// Uploads every dirty handle (before unmounting). Returns how many failed.
     pub fn flush_all(&self) -> usize {
-        let all: Vec<Arc<Handle>> = self.handles.lock().unwrap().values().cloned().collect();
+        let all: Vec<Arc<Handle>> = lock(&self.handles).values().cloned().collect();
         let mut failed = 0;
         for h in all {
             if self.commit(&h).is_err() {
@@ -393,21 +595,41 @@ impl Shared {
     }
 
     fn open(&self, ino: u64, flags: OpenFlags) -> Result<u64, Errno> {
-        self.file_name(ino)?;
+        let name = self.file_name(ino)?;
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let append = flags.0 & libc::O_APPEND != 0;
-        let data = if writable {
-            Data::Unloaded
-        } else {
-            Data::Remote
+        if !writable {
+            let h = Handle::new(ino, false, append, Data::Remote, false, FileMeta::default());
+            return Ok(self.add_handle(h));
+        }
+        // What is stored now (mode, content type) goes along with the next upload.
+        let base = match self.file_info(&name) {
+            Ok(info) => info.attrs,
+            Err(e) if e == Errno::ENOENT => Attrs::default(),
+            Err(e) => return Err(e),
         };
-        Ok(self.add_handle(Handle::new(ino, writable, append, data, false)))
+        let h = Handle::new(
+            ino,
+            true,
+            append,
+            Data::Unloaded,
+            false,
+            FileMeta::new(base),
+        );
+        Ok(self.add_handle(h))
     }
 
-    fn create(&self, parent: u64, name: &OsStr, flags: i32) -> Result<(FileAttr, u64), Errno> {
+    fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, u64), Errno> {
         let name = utf8(name)?;
-        let user = match self.node(parent)? {
-            Node::User(u) => u,
+        let dir = match self.node(parent)? {
+            Node::Dir(d) => d,
             Node::Root => {
                 warn!(
                     name,
@@ -417,39 +639,42 @@ impl Shared {
             }
             Node::File(_) => return Err(Errno::ENOTDIR),
         };
-        let obj = ObjectName::new(&user, name).map_err(|e| errno::from_name(&e))?;
+        let obj = dir.child_object(name).map_err(name_err)?;
+        let excl = flags & libc::O_EXCL != 0;
         let truncate = flags & libc::O_TRUNC != 0;
-        let exists = if flags & libc::O_EXCL != 0 || !truncate {
-            self.exists(&obj)?
-        } else {
-            false
+        let existing = self.exists(&dir, name)?;
+        let base = match &existing {
+            Some(Entry::Dir(_)) if excl => return Err(Errno::EEXIST),
+            Some(Entry::Dir(_)) => return Err(Errno::EISDIR),
+            Some(Entry::File(_)) if excl => return Err(Errno::EEXIST),
+            Some(Entry::File(info)) => Some(info.attrs.clone()),
+            None => None,
         };
-        if exists && flags & libc::O_EXCL != 0 {
-            return Err(Errno::EEXIST);
-        }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let append = flags & libc::O_APPEND != 0;
-        let (data, dirty) = if exists && !truncate {
+        let mut meta = FileMeta::new(base.clone().unwrap_or_default());
+        if base.is_none() {
+            meta.mode = Some(attrs::file_mode(mode & !umask));
+        }
+        let (data, dirty) = if base.is_some() && !truncate {
             (Data::Unloaded, false)
         } else {
             // A new (or truncated) file: it must exist once closed, even if empty.
+            meta.touched();
             (Data::Loaded(self.ctx.new_spool()?), true)
         };
-        let ino = self.inodes.lock().unwrap().lookup(&Node::File(obj.clone()));
-        let fh = self.add_handle(Handle::new(ino, writable, append, data, dirty));
+        let ino = lock(&self.inodes).lookup(&Node::File(obj.clone()));
+        let fh = self.add_handle(Handle::new(ino, writable, append, data, dirty, meta));
         let info = match self.pending(Some(ino)) {
-            Some(size) => FileInfo {
-                size,
-                mtime: oss_proto::wire::now_micros(),
-            },
+            Some(info) => info,
             None => self.file_info(&obj)?,
         };
-        Ok((self.file_attr(ino, info), fh))
+        Ok((self.file_attr(ino, &info), fh))
     }
 
     fn read(&self, ino: u64, fh: u64, off: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let h = self.handle(fh)?;
-        let mut st = h.state.lock().unwrap();
+        let mut st = lock(&h.state);
         let State { data, ra, .. } = &mut *st;
         match data {
             Data::Loaded(spool) => spool.read_at(off, size),
@@ -466,11 +691,12 @@ impl Shared {
             return Err(Errno::EBADF);
         }
         let name = self.file_name(ino)?;
-        let mut st = h.state.lock().unwrap();
+        let mut st = lock(&h.state);
         let spool = h.loaded(&self.ctx, &mut st, &name)?;
         // O_APPEND: the kernel's offset comes from its cached size, which may be stale.
         let size = spool.size();
         let off = if h.append { size } else { off };
+        h.file_meta().touched();
         // Stream writes that build the file from its start in order; anything else goes
         // the spool way only.
         let appending = match &st.live {
@@ -489,7 +715,9 @@ impl Shared {
             let Data::Loaded(spool) = spool else {
                 unreachable!("loaded above")
             };
-            let live = live.get_or_insert_with(|| LiveUpload::start(&self.ctx, &name, spool));
+            let live = live.get_or_insert_with(|| {
+                LiveUpload::start(&self.ctx, &name, spool, h.file_meta().upload_attrs())
+            });
             if !live.append(spool, data)? {
                 debug!(%name, "live upload failed; the spool will be uploaded at flush");
                 st.live = None;
@@ -500,12 +728,48 @@ impl Shared {
         Ok(data.len() as u32)
     }
 
-    fn setattr(&self, ino: u64, size: Option<u64>, fh: Option<u64>) -> Result<FileAttr, Errno> {
-        let Some(n) = size else {
-            // Modes, owners and times are not stored: accept and ignore them.
-            return self.getattr(ino);
-        };
-        let name = self.file_name(ino)?;
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<u64>,
+    ) -> Result<FileAttr, Errno> {
+        // Files belong to whoever mounted; a chown that changes nothing is fine.
+        if uid.is_some_and(|u| u != self.uid) || gid.is_some_and(|g| g != self.gid) {
+            debug!(
+                ino,
+                ?uid,
+                ?gid,
+                "chown refused: files belong to the mounting user"
+            );
+            return Err(Errno::EPERM);
+        }
+        let mtime = mtime.map(time_ns);
+        match self.node(ino)? {
+            Node::Root => {}
+            Node::Dir(dir) => {
+                if mode.is_some() || mtime.is_some() {
+                    self.set_dir_attrs(&dir, mode, mtime)?;
+                }
+            }
+            Node::File(name) => {
+                if let Some(n) = size {
+                    self.truncate(ino, &name, n, fh)?;
+                }
+                if mode.is_some() || mtime.is_some() {
+                    self.set_file_attrs(ino, &name, mode, mtime)?;
+                }
+            }
+        }
+        self.getattr(ino)
+    }
+
+    fn truncate(&self, ino: u64, name: &ObjectName, n: u64, fh: Option<u64>) -> Result<(), Errno> {
         let targets: Vec<Arc<Handle>> = match fh {
             Some(fh) => vec![self.handle(fh)?],
             None => self
@@ -516,57 +780,165 @@ impl Shared {
         };
         if targets.is_empty() {
             // truncate(2) on a path nobody has open here: do it on the proxy now.
+            let base = self.file_info(name)?.attrs;
             let spool = if n == 0 {
                 self.ctx.new_spool()?
             } else {
-                let mut s = self.ctx.fetch(&name, Some(n), false)?;
+                let mut s = self.ctx.fetch(name, Some(n), false)?;
                 s.set_len(n)?;
                 s
             };
-            let meta = self.ctx.upload(&name, &spool)?;
-            self.cache.lock().unwrap().put_file(
-                name.user(),
-                name.file(),
-                FileInfo::from(&meta),
-                Instant::now(),
-            );
-            return Ok(self.file_attr(ino, FileInfo::from(&meta)));
+            let mut want = FileMeta::new(base);
+            want.touched();
+            let meta = self.ctx.upload(name, &spool, want.upload_attrs())?;
+            self.put_file(name, FileInfo::from(&meta));
+            return Ok(());
         }
         for h in &targets {
             if !h.writable {
                 return Err(Errno::EBADF);
             }
-            let mut st = h.state.lock().unwrap();
-            h.truncate(&self.ctx, &mut st, &name, n)?;
+            let mut st = lock(&h.state);
+            h.truncate(&self.ctx, &mut st, name, n)?;
+            h.file_meta().touched();
         }
-        self.getattr(ino)
+        Ok(())
+    }
+
+    /// chmod and utimens of a file. A file being written keeps them for its upload; a clean
+    /// one gets them stored at once (a server-side copy of the object onto itself).
+    fn set_file_attrs(
+        &self,
+        ino: u64,
+        name: &ObjectName,
+        mode: Option<u32>,
+        mtime: Option<u64>,
+    ) -> Result<(), Errno> {
+        let writers: Vec<Arc<Handle>> = self
+            .handles_of(ino)
+            .into_iter()
+            .filter(|h| h.writable)
+            .collect();
+        let apply = |m: &mut FileMeta| {
+            if let Some(mode) = mode {
+                m.mode = Some(attrs::file_mode(mode));
+            }
+            if mtime.is_some() {
+                m.mtime = mtime;
+            }
+        };
+        let mut dirty = false;
+        for h in &writers {
+            // The state lock orders this against a commit: either the commit sees the new
+            // values, or it is over and the copy below stores them.
+            let st = lock(&h.state);
+            apply(&mut h.file_meta());
+            dirty |= st.dirty;
+        }
+        if dirty || !lock(&self.inodes).is_linked(ino) {
+            return Ok(());
+        }
+        let info = self.file_info(name)?;
+        let mut want = info.attrs.clone();
+        if let Some(mode) = mode {
+            want.set_mode(attrs::file_mode(mode));
+        }
+        // The copy gets a new write timestamp: keep the time the file showed.
+        attrs::set_mtime_ns(&mut want, mtime.unwrap_or(info.mtime_ns()));
+        let meta = self.copy_attrs(name, want.clone())?;
+        for h in &writers {
+            let _st = lock(&h.state);
+            h.file_meta().uploaded(&want, meta.timestamp);
+        }
+        self.put_file(
+            name,
+            FileInfo {
+                size: meta.size,
+                timestamp: meta.timestamp,
+                attrs: want,
+            },
+        );
+        Ok(())
+    }
+
+    /// chmod and utimens of a directory: stored on its marker if it has one; accepted (and
+    /// not kept) otherwise.
+    fn set_dir_attrs(
+        &self,
+        dir: &DirKey,
+        mode: Option<u32>,
+        mtime: Option<u64>,
+    ) -> Result<(), Errno> {
+        let (Some(marker), Some((parent, name))) = (dir.marker(), dir.parent()) else {
+            return Ok(());
+        };
+        let current = match found(self.ctx.block_on(self.ctx.client.stat(&marker))) {
+            Ok(Some(m)) if m.is_dir_marker() => FileInfo::from(&m),
+            Ok(_) => {
+                debug!(%dir, "directory without a marker: mode and time not kept");
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(name = %marker, error = %e, "stat failed");
+                return Err(errno::from_proto(&e));
+            }
+        };
+        let mut want = current.attrs.clone();
+        if let Some(mode) = mode {
+            want.set_mode(attrs::dir_mode(mode));
+        }
+        attrs::set_mtime_ns(&mut want, mtime.unwrap_or(current.mtime_ns()));
+        let meta = self.copy_attrs(&marker, want.clone())?;
+        let info = FileInfo {
+            size: meta.size,
+            timestamp: meta.timestamp,
+            attrs: want,
+        };
+        lock(&self.cache).put_entry(&parent, name, Entry::Dir(Some(info)), Instant::now());
+        Ok(())
     }
 
     fn readdir_entries(&self, ino: u64) -> Result<Vec<DirEntry>, Errno> {
+        let node = self.node(ino)?;
+        let up = match &node {
+            Node::Dir(d) => match d.parent() {
+                Some((p, _)) => lock(&self.inodes).ino_of(&Node::Dir(p)),
+                None => ROOT,
+            },
+            _ => ROOT,
+        };
         let mut out = vec![
             (ino, FileType::Directory, ".".to_owned()),
-            (ROOT, FileType::Directory, "..".to_owned()),
+            (up, FileType::Directory, "..".to_owned()),
         ];
-        match self.node(ino)? {
+        match node {
             Node::Root => {
                 // Every new `ls` (readdir from offset 0) asks the proxy: a listing cached
                 // while another client was still uploading must not hide its files.
                 let users = self.users()?;
-                let mut t = self.inodes.lock().unwrap();
+                let mut t = lock(&self.inodes);
                 for u in users {
-                    let i = t.ino_of(&Node::User(u.clone()));
+                    let i = t.ino_of(&Node::Dir(DirKey::user(&u)));
                     out.push((i, FileType::Directory, u));
                 }
             }
-            Node::User(user) => {
-                let files = self.files(&user)?;
-                let mut t = self.inodes.lock().unwrap();
-                for f in files.into_keys() {
-                    let Ok(obj) = ObjectName::new(&user, &f) else {
-                        continue;
-                    };
-                    let i = t.ino_of(&Node::File(obj));
-                    out.push((i, FileType::RegularFile, f));
+            Node::Dir(dir) => {
+                let entries = self.list_dir(&dir)?;
+                let mut t = lock(&self.inodes);
+                for (name, e) in entries {
+                    match e {
+                        Entry::File(_) => {
+                            let Ok(obj) = dir.child_object(&name) else {
+                                continue;
+                            };
+                            let i = t.ino_of(&Node::File(obj));
+                            out.push((i, FileType::RegularFile, name));
+                        }
+                        Entry::Dir(_) => {
+                            let i = t.ino_of(&Node::Dir(dir.child_dir(&name)));
+                            out.push((i, FileType::Directory, name));
+                        }
+                    }
                 }
             }
             Node::File(_) => return Err(Errno::ENOTDIR),
@@ -574,88 +946,127 @@ impl Shared {
         Ok(out)
     }
 
-    fn mkdir(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+    fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> Result<FileAttr, Errno> {
         let name = utf8(name)?;
-        match self.node(parent)? {
-            Node::Root => {}
-            Node::User(user) => {
-                warn!(
-                    user,
-                    name, "mkdir below a user's folder: the object store has no subdirectories"
-                );
-                return Err(Errno::EPERM);
-            }
+        let dir = match self.node(parent)? {
+            Node::Root => return self.mkdir_user(name),
+            Node::Dir(d) => d,
             Node::File(_) => return Err(Errno::ENOTDIR),
+        };
+        let marker = dir.child_object(name).map_err(name_err)?;
+        if self.exists(&dir, name)?.is_some() {
+            return Err(Errno::EEXIST);
         }
-        validate_part(name, Part::User).map_err(|e| errno::from_name(&e))?;
+        let mut a = Attrs::directory();
+        a.set_mode(attrs::dir_mode(mode & !umask));
+        let meta = self
+            .ctx
+            .block_on(self.ctx.client.upload_with(
+                &marker,
+                Some(0),
+                a,
+                &mut tokio::io::empty(),
+                &mut |_| {},
+            ))
+            .map_err(|e| {
+                warn!(name = %marker, error = %e, "storing a directory marker failed");
+                errno::from_proto(&e)
+            })?;
+        let info = FileInfo::from(&meta);
+        let child = dir.child_dir(name);
+        {
+            let now = Instant::now();
+            let mut c = lock(&self.cache);
+            c.put_entry(&dir, name, Entry::Dir(Some(info.clone())), now);
+            // Made just now, so known empty: `cp -r`'s lookups inside need not ask.
+            c.put_listing(&child, &BTreeMap::new(), now);
+        }
+        let ino = lock(&self.inodes).lookup(&Node::Dir(child));
+        debug!(name = %marker, "directory made");
+        Ok(self.dir_attr(ino, Some(&info)))
+    }
+
+    fn mkdir_user(&self, name: &str) -> Result<FileAttr, Errno> {
+        validate_part(name, Part::User).map_err(name_err)?;
         if self.user_exists(name)? {
             return Err(Errno::EEXIST);
         }
-        self.cache.lock().unwrap().make_user(name);
-        let ino = self
-            .inodes
-            .lock()
-            .unwrap()
-            .lookup(&Node::User(name.to_owned()));
+        lock(&self.cache).make_user(name);
+        let ino = lock(&self.inodes).lookup(&Node::Dir(DirKey::user(name)));
         info!(
             user = name,
             "new user folder (kept locally until it has files)"
         );
-        Ok(self.dir_attr(ino))
+        Ok(self.dir_attr(ino, None))
     }
 
     fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let name = utf8(name)?;
-        match self.node(parent)? {
-            Node::Root => {}
-            Node::User(_) | Node::File(_) => return Err(Errno::ENOTDIR),
-        }
-        validate_part(name, Part::User).map_err(|e| errno::from_name(&e))?;
-        // Always ask the proxy: removing a user that has files must never succeed.
-        let files = match self.ctx.block_on(self.ctx.client.list(name)) {
-            Ok(v) => v,
-            Err(oss_proto::Error::Remote(WireError::NotFound)) => Vec::new(),
-            Err(e) => {
-                warn!(user = name, error = %e, "listing failed");
-                return Err(errno::from_proto(&e));
-            }
+        let dir = match self.node(parent)? {
+            Node::Root => return self.rmdir_user(name),
+            Node::Dir(d) => d,
+            Node::File(_) => return Err(Errno::ENOTDIR),
         };
-        let pending = {
-            let local: Vec<u64> = self
-                .inodes
-                .lock()
-                .unwrap()
-                .files_of(name)
-                .map(|(i, _)| i)
-                .collect();
-            local.into_iter().any(|i| self.pending(Some(i)).is_some())
-        };
-        if files.iter().any(|m| !m.deleted) || pending {
+        let marker = dir.child_object(name).map_err(name_err)?;
+        let child = dir.child_dir(name);
+        // Always ask the proxy: removing a directory that has files must never succeed.
+        if self.dir_has_children(&child)? {
             return Err(Errno::ENOTEMPTY);
         }
-        let mut cache = self.cache.lock().unwrap();
+        match found(self.ctx.block_on(self.ctx.client.stat(&marker))) {
+            Ok(Some(m)) if m.is_dir_marker() => {
+                self.ctx
+                    .block_on(self.ctx.client.delete(&marker))
+                    .map_err(|e| {
+                        warn!(name = %marker, error = %e, "deleting a directory marker failed");
+                        errno::from_proto(&e)
+                    })?;
+            }
+            Ok(Some(m)) if !m.deleted => return Err(Errno::ENOTDIR),
+            // No marker: a directory that existed only in the names below it, now gone.
+            Ok(_) => {}
+            Err(e) => {
+                warn!(name = %marker, error = %e, "stat failed");
+                return Err(errno::from_proto(&e));
+            }
+        }
+        {
+            let mut c = lock(&self.cache);
+            c.remove_entry(&dir, name);
+            c.put_absent(&dir, name, Instant::now());
+            c.forget_tree(&child);
+        }
+        lock(&self.inodes).unlink(&Node::Dir(child));
+        Ok(())
+    }
+
+    fn rmdir_user(&self, name: &str) -> Result<(), Errno> {
+        validate_part(name, Part::User).map_err(name_err)?;
+        let top = DirKey::user(name);
+        // Always ask the proxy: removing a user that has files must never succeed.
+        if self.dir_has_children(&top)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let mut cache = lock(&self.cache);
         if !cache.is_made(name) && cache.user_exists(name, Instant::now()) != Some(true) {
             return Err(Errno::ENOENT);
         }
         cache.remove_user(name);
         drop(cache);
-        self.inodes
-            .lock()
-            .unwrap()
-            .unlink(&Node::User(name.to_owned()));
+        lock(&self.inodes).unlink(&Node::Dir(top));
         Ok(())
     }
 
     fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let name = utf8(name)?;
-        let user = match self.node(parent)? {
-            Node::User(u) => u,
+        let dir = match self.node(parent)? {
+            Node::Dir(d) => d,
             Node::Root => return Err(Errno::EISDIR),
             Node::File(_) => return Err(Errno::ENOTDIR),
         };
-        let obj = ObjectName::new(&user, name).map_err(|e| errno::from_name(&e))?;
+        let obj = dir.child_object(name).map_err(name_err)?;
         let node = Node::File(obj.clone());
-        let ino = self.inodes.lock().unwrap().find(&node);
+        let ino = lock(&self.inodes).find(&node);
         let pending = self.pending(ino).is_some();
         let existed = self
             .ctx
@@ -664,8 +1075,12 @@ impl Shared {
                 warn!(name = %obj, error = %e, "delete failed");
                 errno::from_proto(&e)
             })?;
-        self.cache.lock().unwrap().remove_file(&user, name);
-        self.inodes.lock().unwrap().unlink(&node);
+        {
+            let mut c = lock(&self.cache);
+            c.remove_entry(&dir, name);
+            c.put_absent(&dir, name, Instant::now());
+        }
+        lock(&self.inodes).unlink(&node);
         if !existed && !pending {
             return Err(Errno::ENOENT);
         }
@@ -681,15 +1096,18 @@ impl Shared {
         flags: RenameFlags,
     ) -> Result<(), Errno> {
         let (name, newname) = (utf8(name)?, utf8(newname)?);
-        let (from_user, to_user) = match (self.node(parent)?, self.node(newparent)?) {
-            (Node::User(a), Node::User(b)) => (a, b),
+        let (from, to) = match (self.node(parent)?, self.node(newparent)?) {
+            (Node::Dir(a), Node::Dir(b)) => (a, b),
             (Node::Root, _) => {
                 // Renaming a user would move all their files; EXDEV makes `mv` copy and
                 // delete them one by one instead.
                 return Err(Errno::EXDEV);
             }
-            (Node::User(_), Node::Root) => {
-                warn!(name, "refusing to move a file to the top level");
+            (Node::Dir(_), Node::Root) => {
+                warn!(
+                    name,
+                    "refusing to move to the top level: it only holds users"
+                );
                 return Err(Errno::EPERM);
             }
             _ => return Err(Errno::ENOTDIR),
@@ -697,43 +1115,220 @@ impl Shared {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             return Err(Errno::EINVAL);
         }
-        let from = ObjectName::new(&from_user, name).map_err(|e| errno::from_name(&e))?;
-        let to = ObjectName::new(&to_user, newname).map_err(|e| errno::from_name(&e))?;
+        // Checked before anything moves.
+        to.child_object(newname).map_err(name_err)?;
+        let src = match self.entry(&from, name)? {
+            Entry::File(_) => Source::File,
+            Entry::Dir(_) => Source::Dir,
+        };
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        match src {
+            Source::File => self.rename_file(&from, name, &to, newname, noreplace),
+            Source::Dir => self.rename_dir(&from, name, &to, newname, noreplace),
+        }
+    }
+
+    /// A file: a server-side copy to the new name, then a delete of the old one. Not
+    /// atomic: a crash in between leaves both names, never neither.
+    fn rename_file(
+        &self,
+        from_dir: &DirKey,
+        name: &str,
+        to_dir: &DirKey,
+        newname: &str,
+        noreplace: bool,
+    ) -> Result<(), Errno> {
+        let from = from_dir.child_object(name).map_err(name_err)?;
+        let to = to_dir.child_object(newname).map_err(name_err)?;
         if from == to {
             return Ok(());
         }
         // Bytes written here but not uploaded move with the file.
-        if let Some(ino) = self.inodes.lock().unwrap().find(&Node::File(from.clone())) {
+        // (Bound first: a guard in an `if let` scrutinee would live through the body.)
+        let ino = lock(&self.inodes).find(&Node::File(from.clone()));
+        if let Some(ino) = ino {
             self.commit_ino(ino)?;
         }
-        self.file_info(&from)?;
-        if flags.contains(RenameFlags::RENAME_NOREPLACE) && self.exists(&to)? {
-            return Err(Errno::EEXIST);
+        match self.exists(to_dir, newname)? {
+            Some(_) if noreplace => return Err(Errno::EEXIST),
+            Some(Entry::Dir(_)) => return Err(Errno::EISDIR),
+            _ => {}
         }
-        // Not atomic: copy (through a spool file, so a failed download never becomes a
-        // partial object), then delete the old name. A crash in between leaves both.
-        let spool = self.ctx.fetch(&from, None, false)?;
-        let meta = self.ctx.upload(&to, &spool)?;
-        drop(spool);
+        let meta = self
+            .ctx
+            .block_on(self.ctx.client.copy(&from, &to, None))
+            .map_err(|e| {
+                warn!(%from, %to, error = %e, "rename: copy failed");
+                errno::from_proto(&e)
+            })?;
         if let Err(e) = self.ctx.block_on(self.ctx.client.delete(&from)) {
             warn!(%from, %to, error = %e, "rename: copied, but deleting the old name failed");
             return Err(errno::from_proto(&e));
         }
         {
-            let mut c = self.cache.lock().unwrap();
-            c.remove_file(from.user(), from.file());
-            c.put_file(to.user(), to.file(), FileInfo::from(&meta), Instant::now());
+            let now = Instant::now();
+            let mut c = lock(&self.cache);
+            c.remove_entry(from_dir, name);
+            c.put_absent(from_dir, name, now);
+            c.put_entry(to_dir, newname, Entry::File(FileInfo::from(&meta)), now);
         }
-        self.inodes
-            .lock()
-            .unwrap()
-            .rename(&Node::File(from), &Node::File(to));
+        lock(&self.inodes).rename(&Node::File(from), &Node::File(to));
         Ok(())
+    }
+
+    /// A directory: every object below it, and its marker, copied to the new names; only
+    /// once all are copied, the old names deleted. Not atomic: a crash (or a failed copy)
+    /// in the middle leaves both trees, complete at the old name and partly at the new,
+    /// never neither. Over an existing directory only if it is empty (ENOTEMPTY otherwise).
+    fn rename_dir(
+        &self,
+        from_dir: &DirKey,
+        name: &str,
+        to_dir: &DirKey,
+        newname: &str,
+        noreplace: bool,
+    ) -> Result<(), Errno> {
+        let src = from_dir.child_dir(name);
+        let dst = to_dir.child_dir(newname);
+        if src == dst {
+            return Ok(());
+        }
+        if dst.is_within(&src) {
+            return Err(Errno::EINVAL);
+        }
+        match self.exists(to_dir, newname)? {
+            Some(_) if noreplace => return Err(Errno::EEXIST),
+            Some(Entry::File(_)) => return Err(Errno::ENOTDIR),
+            Some(Entry::Dir(_)) if self.dir_has_children(&dst)? => return Err(Errno::ENOTEMPTY),
+            _ => {}
+        }
+        // Files being written below move with the directory: upload them first.
+        let open: Vec<u64> = lock(&self.inodes)
+            .files_under(&src)
+            .map(|(i, _)| i)
+            .collect();
+        for ino in open {
+            self.commit_ino(ino)?;
+        }
+        let q = ListQuery {
+            user: src.user.clone(),
+            prefix: src.prefix(),
+            ..ListQuery::default()
+        };
+        let client = &self.ctx.client;
+        let marker = src.marker().ok_or(Errno::EINVAL)?;
+        let (listed, stat) = self
+            .ctx
+            .block_on(async { tokio::join!(client.list_all(&q), client.stat(&marker)) });
+        let objects: Vec<ObjectName> = match found(listed) {
+            Ok(v) => v
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| match i {
+                    ListItem::Object(m) if !m.deleted => Some(m.name),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                warn!(%src, error = %e, "rename: listing failed");
+                return Err(errno::from_proto(&e));
+            }
+        };
+        let marker_info = match found(stat) {
+            Ok(m) => m.filter(|m| m.is_dir_marker()).map(|m| FileInfo::from(&m)),
+            Err(e) => {
+                warn!(name = %marker, error = %e, "rename: stat failed");
+                return Err(errno::from_proto(&e));
+            }
+        };
+        let has_marker = marker_info.is_some();
+        let plan = plan_dir_rename(&src, &dst, has_marker, &objects).map_err(name_err)?;
+        if plan.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let total = plan.len();
+        if total >= RENAME_LOG_EVERY {
+            info!(from = %src, to = %dst, objects = total, "renaming a directory: copying every object, then deleting the old names");
+        }
+        // The marker first (alone), so the new directory shows from the first copy.
+        let marker_part = usize::from(has_marker);
+        let (marker_plan, rest) = plan.split_at(marker_part);
+        let progress = |copied: usize| {
+            if copied.is_multiple_of(RENAME_LOG_EVERY) {
+                info!(from = %src, to = %dst, copied, total, "directory rename: copying");
+            }
+        };
+        let copy = |(a, b): &(ObjectName, ObjectName)| {
+            let (c, a, b) = (client.clone(), a.clone(), b.clone());
+            async move { c.copy(&a, &b, None).await.map(|_| ()) }
+        };
+        for (base, part) in [(0, marker_plan), (marker_part, rest)] {
+            let failed = self
+                .ctx
+                .block_on(parallel(part, copy, true, |n| progress(base + n)));
+            if let Some((i, e)) = failed.into_iter().next() {
+                let obj = &part[i.min(part.len() - 1)].0;
+                warn!(from = %src, to = %dst, name = %obj, total, error = %e,
+                    "directory rename: a copy failed; the old directory is complete and kept");
+                return Err(errno::from_proto(&e));
+            }
+        }
+        // Everything is at the new names: now the old ones go, the marker last.
+        let delete = |(a, _): &(ObjectName, ObjectName)| {
+            let (c, a) = (client.clone(), a.clone());
+            async move { c.delete(&a).await.map(|_| ()) }
+        };
+        let mut failed = 0;
+        for part in [rest, marker_plan] {
+            for (i, e) in self.ctx.block_on(parallel(part, delete, false, |_| {})) {
+                let obj = &part[i.min(part.len() - 1)].0;
+                warn!(name = %obj, error = %e, "directory rename: deleting an old name failed");
+                failed += 1;
+            }
+        }
+        if total >= RENAME_LOG_EVERY || failed > 0 {
+            info!(from = %src, to = %dst, copied = total, delete_failed = failed, "directory rename done");
+        }
+        {
+            let now = Instant::now();
+            let mut c = lock(&self.cache);
+            c.remove_entry(from_dir, name);
+            c.put_absent(from_dir, name, now);
+            c.forget_tree(&src);
+            c.forget_tree(&dst);
+            // The copied marker has the source's attributes (a new write timestamp only).
+            c.put_entry(to_dir, newname, Entry::Dir(marker_info), now);
+        }
+        lock(&self.inodes).rename_dir(&src, &dst);
+        if failed > 0 {
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+
+    /// `mknod` of a regular file is an empty file; other kinds cannot be stored.
+    fn mknod(&self, parent: u64, name: &OsStr, mode: u32, umask: u32) -> Result<FileAttr, Errno> {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            warn!(
+                ?name,
+                mode = format!("{mode:o}"),
+                "mknod: only regular files can be stored (no devices, FIFOs or sockets)"
+            );
+            return Err(Errno::EPERM);
+        }
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        let (attr, fh) = self.create(parent, name, mode, umask, flags)?;
+        let h = lock(&self.handles).remove(&fh);
+        if let Some(h) = h {
+            self.commit(&h)?;
+        }
+        Ok(attr)
     }
 
     /// Blocks (total, free, available) in 4 KiB units and the object count.
     fn statfs(&self) -> Result<[u64; 4], Errno> {
-        if let Some((at, v)) = *self.statfs.lock().unwrap() {
+        let cached = *lock(&self.statfs);
+        if let Some((at, v)) = cached {
             if at.elapsed() < STATFS_TTL {
                 return Ok(v);
             }
@@ -757,7 +1352,7 @@ impl Shared {
             free / replicas / 4096,
             objects / replicas,
         ];
-        *self.statfs.lock().unwrap() = Some((Instant::now(), v));
+        *lock(&self.statfs) = Some((Instant::now(), v));
         Ok(v)
     }
 }
@@ -804,7 +1399,7 @@ impl Filesystem for OssFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.0.inodes.lock().unwrap().forget(ino.0, nlookup);
+        lock(&self.0.inodes).forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -818,12 +1413,12 @@ impl Filesystem for OssFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -832,7 +1427,8 @@ impl Filesystem for OssFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.0.setattr(ino.0, size, fh.map(|f| f.0)) {
+        let fh = fh.map(|f| f.0);
+        match self.0.setattr(ino.0, mode, uid, gid, size, mtime, fh) {
             Ok(attr) => reply.attr(&self.0.ttl, &attr),
             Err(e) => reply.error(reply_err("setattr", e)),
         }
@@ -843,11 +1439,11 @@ impl Filesystem for OssFs {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.0.mkdir(parent.0, name) {
+        match self.0.mkdir(parent.0, name, mode, umask) {
             Ok(attr) => reply.entry(&self.0.ttl, &attr, Generation(0)),
             Err(e) => reply.error(reply_err("mkdir", e)),
         }
@@ -865,6 +1461,46 @@ impl Filesystem for OssFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_err("rmdir", e)),
         }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.0.mknod(parent.0, name, mode, umask) {
+            Ok(attr) => reply.entry(&self.0.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(reply_err("mknod", e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        warn!(name = ?link_name, target = %target.display(), "symbolic links are not supported by the object store");
+        reply.error(Errno::EPERM);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        warn!(ino = ino.0, name = ?newname, "hard links are not supported by the object store");
+        reply.error(Errno::EPERM);
     }
 
     fn rename(
@@ -951,7 +1587,7 @@ impl Filesystem for OssFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let h = self.0.handles.lock().unwrap().remove(&fh.0);
+        let h = lock(&self.0.handles).remove(&fh.0);
         if let Some(h) = h {
             // Normally already clean (flush came first); the error would be lost anyway.
             if let Err(e) = self.0.commit(&h) {
@@ -997,14 +1633,14 @@ impl Filesystem for OssFs {
         let snap = if offset == 0 {
             None
         } else {
-            self.0.dirs.lock().unwrap().get(&fh.0).cloned()
+            lock(&self.0.dirs).get(&fh.0).cloned()
         };
         let entries = match snap {
             Some(s) => s,
             None => match self.0.readdir_entries(ino.0) {
                 Ok(v) => {
                     let v = Arc::new(v);
-                    self.0.dirs.lock().unwrap().insert(fh.0, v.clone());
+                    lock(&self.0.dirs).insert(fh.0, v.clone());
                     v
                 }
                 Err(e) => return reply.error(reply_err("readdir", e)),
@@ -1027,7 +1663,7 @@ impl Filesystem for OssFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.0.dirs.lock().unwrap().remove(&fh.0);
+        lock(&self.0.dirs).remove(&fh.0);
         reply.ok();
     }
 
@@ -1090,12 +1726,12 @@ impl Filesystem for OssFs {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.0.create(parent.0, name, flags) {
+        match self.0.create(parent.0, name, mode, umask, flags) {
             Ok((attr, fh)) => reply.created(
                 &self.0.ttl,
                 &attr,

@@ -34,12 +34,20 @@ use std::time::{Duration, Instant};
 
 use fuser::Errno;
 use oss_proto::client::Client;
-use oss_proto::{ObjectMeta, ObjectName, WireError};
+use oss_proto::wire::Attrs;
+use oss_proto::{ObjectMeta, ObjectName, Timestamp, WireError};
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::attrs;
 use crate::errno;
+
+/// Locks a mutex even if a thread panicked while holding it: one panic must not make every
+/// later request on the mount fail.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Bytes buffered between the proxy and a sequential reader: enough to keep the connection
 /// busy while the kernel comes back for the next 128–256 KiB, small enough that many open
@@ -105,14 +113,19 @@ impl Ctx {
         Ok(spool)
     }
 
-    /// Uploads a spool as `name`, streaming it from the start.
-    pub fn upload(&self, name: &ObjectName, spool: &Spool) -> Result<ObjectMeta, Errno> {
+    /// Uploads a spool as `name` with `attrs`, streaming it from the start.
+    pub fn upload(
+        &self,
+        name: &ObjectName,
+        spool: &Spool,
+        attrs: Attrs,
+    ) -> Result<ObjectMeta, Errno> {
         let mut f = spool.file.try_clone().map_err(|e| errno::from_io(&e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| errno::from_io(&e))?;
         let mut r = tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(f));
         self.block_on(
             self.client
-                .upload(name, Some(spool.size), &mut r, &mut |_| {}),
+                .upload_with(name, Some(spool.size), attrs, &mut r, &mut |_| {}),
         )
         .map_err(|e| {
             warn!(%name, size = spool.size, error = %e, "upload failed");
@@ -177,6 +190,71 @@ pub struct State {
     pub live: Option<LiveUpload>,
 }
 
+/// What a handle will store with the bytes at its next upload. Under its own small lock,
+/// never held across a proxy call, so `stat` of a file being uploaded does not wait.
+#[derive(Debug, Clone, Default)]
+pub struct FileMeta {
+    /// The attributes of the version this handle started from (or last uploaded).
+    pub base: Attrs,
+    /// Mode set by `create` or `chmod`, stored at the next upload.
+    pub mode: Option<u32>,
+    /// Modification time (ns) set explicitly since the last write (`touch -d`, `cp -p`).
+    pub mtime: Option<u64>,
+    /// When the last write arrived (ns), until the next upload.
+    pub last_write: Option<u64>,
+    /// The write timestamp (µs) of this handle's last upload.
+    pub stored_at: Option<Timestamp>,
+}
+
+impl FileMeta {
+    pub fn new(base: Attrs) -> Self {
+        FileMeta {
+            base,
+            ..FileMeta::default()
+        }
+    }
+
+    /// The attributes of the next upload: the base's, with the mode and an explicitly set
+    /// time. A time set before the last write is gone (the write changed the file); then
+    /// the object's own write timestamp is the file's time.
+    pub fn upload_attrs(&self) -> Attrs {
+        let mut a = self.base.clone();
+        a.meta.remove(Attrs::MTIME);
+        if let Some(t) = self.mtime {
+            attrs::set_mtime_ns(&mut a, t);
+        }
+        if let Some(m) = self.mode {
+            a.set_mode(m);
+        }
+        a
+    }
+
+    /// What `stat` shows of the file while this handle has it: the explicit time, the
+    /// last write, the stored time, the last upload's timestamp, or now (ns).
+    pub fn shown_mtime_ns(&self) -> u64 {
+        self.mtime
+            .or(self.last_write)
+            .or_else(|| attrs::mtime_ns(&self.base))
+            .or(self.stored_at.map(|us| us.saturating_mul(1000)))
+            .unwrap_or_else(attrs::now_ns)
+    }
+
+    /// A write (or truncate) changed the bytes now: that is the file's time from here on.
+    pub fn touched(&mut self) {
+        self.mtime = None;
+        self.last_write = Some(attrs::now_ns());
+    }
+
+    /// After an upload (or a copy onto itself): what is stored is the new base.
+    pub fn uploaded(&mut self, stored: &Attrs, timestamp: Timestamp) {
+        self.base = stored.clone();
+        self.mode = None;
+        self.mtime = None;
+        self.last_write = None;
+        self.stored_at = Some(timestamp);
+    }
+}
+
 /// One open file. The per-handle lock serializes the operations of this handle only (it may
 /// be held across a proxy call); the global tables are never locked across one.
 pub struct Handle {
@@ -184,6 +262,7 @@ pub struct Handle {
     pub writable: bool,
     pub append: bool,
     pub state: Mutex<State>,
+    pub meta: Mutex<FileMeta>,
     /// Size of the spool while there is one, readable without the handle's lock so that
     /// `stat` does not wait behind an upload.
     spooled: AtomicBool,
@@ -191,11 +270,19 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn new(ino: u64, writable: bool, append: bool, data: Data, dirty: bool) -> Self {
+    pub fn new(
+        ino: u64,
+        writable: bool,
+        append: bool,
+        data: Data,
+        dirty: bool,
+        meta: FileMeta,
+    ) -> Self {
         let h = Handle {
             ino,
             writable,
             append,
+            meta: Mutex::new(meta),
             state: Mutex::new(State {
                 data: Data::Remote,
                 dirty,
@@ -205,8 +292,12 @@ impl Handle {
             spooled: AtomicBool::new(false),
             spool_size: AtomicU64::new(0),
         };
-        h.set_data(&mut h.state.lock().unwrap(), data);
+        h.set_data(&mut lock(&h.state), data);
         h
+    }
+
+    pub fn file_meta(&self) -> std::sync::MutexGuard<'_, FileMeta> {
+        lock(&self.meta)
     }
 
     /// The spool's size, if this handle has one.
@@ -474,7 +565,7 @@ type Feed = Arc<FeedShared>;
 
 fn feed_update(feed: &Feed, f: impl FnOnce(&mut FeedState)) {
     let waker = {
-        let mut st = feed.st.lock().unwrap();
+        let mut st = lock(&feed.st);
         f(&mut st);
         st.waker.take()
     };
@@ -491,6 +582,8 @@ pub struct LiveUpload {
     /// Bytes handed to the upload so far: the next write must start here to be appended.
     pub sent: u64,
     name: ObjectName,
+    /// What the upload stores with the bytes (sent before them, in its header).
+    attrs: Attrs,
     /// The spool opened with O_DIRECT (when its file system allows): aligned writes go
     /// straight to disk instead of filling the page cache with bytes nobody reads again
     /// unless the upload fails.
@@ -511,7 +604,7 @@ impl Drop for LiveUpload {
 impl LiveUpload {
     /// Starts uploading `spool` as `name`; the upload sends the spool's bytes as
     /// [`LiveUpload::append`] makes them available.
-    pub fn start(ctx: &Ctx, name: &ObjectName, spool: &Spool) -> LiveUpload {
+    pub fn start(ctx: &Ctx, name: &ObjectName, spool: &Spool, attrs: Attrs) -> LiveUpload {
         let feed = Feed::default();
         let client = ctx.client.clone();
         let task_name = name.clone();
@@ -520,20 +613,28 @@ impl LiveUpload {
             feed: feed.clone(),
             pos: 0,
         };
-        let task = ctx
-            .rt
-            .spawn(async move { client.upload(&task_name, None, &mut r, &mut |_| {}).await });
+        let task_attrs = attrs.clone();
+        let task = ctx.rt.spawn(async move {
+            client
+                .upload_with(&task_name, None, task_attrs, &mut r, &mut |_| {})
+                .await
+        });
         LiveUpload {
             feed,
             task: Some(task),
             sent: 0,
             name: name.clone(),
+            attrs,
             direct: open_direct(&spool.file),
         }
     }
 
     pub fn name(&self) -> &ObjectName {
         &self.name
+    }
+
+    pub fn attrs(&self) -> &Attrs {
+        &self.attrs
     }
 
     /// Writes `data` at the end of what was sent (into the spool, and into memory for the
@@ -546,7 +647,7 @@ impl LiveUpload {
             return Ok(false);
         }
         let mut buf = {
-            let mut st = self.feed.st.lock().unwrap();
+            let mut st = lock(&self.feed.st);
             let deadline = Instant::now() + HANDOFF_WAIT;
             while st.queued + data.len() > HANDOFF_MAX && !st.abandoned {
                 let now = Instant::now();
@@ -555,7 +656,12 @@ impl LiveUpload {
                 }
                 st.writer_waiting = true;
                 let wait = (deadline - now).min(Duration::from_millis(50));
-                st = self.feed.room.wait_timeout(st, wait).unwrap().0;
+                st = self
+                    .feed
+                    .room
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
             st.writer_waiting = false;
             st.free.pop().unwrap_or_default()
@@ -633,7 +739,7 @@ impl tokio::io::AsyncRead for SpoolReader {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         let avail = {
-            let mut st = self.feed.st.lock().unwrap();
+            let mut st = lock(&self.feed.st);
             if st.abandoned {
                 return Poll::Ready(Err(std::io::Error::other("write stream abandoned")));
             }
@@ -650,7 +756,7 @@ impl tokio::io::AsyncRead for SpoolReader {
         let this = &mut *self;
         {
             // The bytes are in memory if the writes did not run too far ahead.
-            let mut st = this.feed.st.lock().unwrap();
+            let mut st = lock(&this.feed.st);
             let st = &mut *st;
             while let Some(c) = st.chunks.front() {
                 let end = c.off + c.len as u64;
@@ -718,6 +824,33 @@ mod tests {
             pos: 0,
         };
         (feed, r)
+    }
+
+    #[test]
+    fn file_meta_carries_mode_and_explicit_time_to_the_upload() {
+        let mut base = Attrs::default();
+        base.set_mode(0o100755);
+        attrs::set_mtime_ns(&mut base, 5_000_000_000);
+        let mut m = FileMeta::new(base);
+        assert_eq!(m.shown_mtime_ns(), 5_000_000_000);
+        // A write: the stored time is gone, the mode stays.
+        m.touched();
+        let a = m.upload_attrs();
+        assert_eq!(a.mode(), Some(0o100755));
+        assert_eq!(attrs::mtime_ns(&a), None);
+        // A time set after the write is stored; a write after it drops it again.
+        m.mtime = Some(7_000_000_123);
+        assert_eq!(attrs::mtime_ns(&m.upload_attrs()), Some(7_000_000_123));
+        assert_eq!(m.shown_mtime_ns(), 7_000_000_123);
+        m.touched();
+        assert_eq!(attrs::mtime_ns(&m.upload_attrs()), None);
+        m.mode = Some(0o100600);
+        let up = m.upload_attrs();
+        assert_eq!(up.mode(), Some(0o100600));
+        m.uploaded(&up, 42);
+        assert_eq!(m.mode, None);
+        assert_eq!(m.upload_attrs().mode(), Some(0o100600), "kept in the base");
+        assert_eq!(m.shown_mtime_ns(), 42_000, "the upload's timestamp");
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The inode table: inode numbers ↔ nodes of the mount (the root, a user, a user's file).
+//! The inode table: inode numbers ↔ nodes of the mount (the root, a directory, a file).
 //!
 //! Invariants:
 //! - the root is inode 1 and never goes away;
@@ -8,19 +8,130 @@
 //!   `create` and `mkdir` replies; `forget` gives them back), even after an unlink or a
 //!   rename onto it detached it from its name;
 //! - inode numbers are never reused within one mount, so a stale kernel reference can never
-//!   reach another file.
+//!   reach another file;
+//! - renaming a directory renames every linked node below it too (the kernel keeps using
+//!   the inodes of its children under the new name).
 
 use std::collections::HashMap;
 
+use oss_proto::name::NameError;
 use oss_proto::ObjectName;
 
 pub const ROOT: u64 = 1;
+
+/// A directory of the mount: a user's top level (`path` empty) or a directory below it
+/// (`path` like `a/b`: no leading or trailing '/').
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirKey {
+    pub user: String,
+    pub path: String,
+}
+
+impl DirKey {
+    pub fn user(user: &str) -> Self {
+        DirKey {
+            user: user.to_owned(),
+            path: String::new(),
+        }
+    }
+
+    /// The listing prefix of what lies in this directory: `""` or `"a/b/"`.
+    pub fn prefix(&self) -> String {
+        if self.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.path)
+        }
+    }
+
+    pub fn is_user(&self) -> bool {
+        self.path.is_empty()
+    }
+
+    /// The object a child called `name` would be (a file, or a subdirectory's marker).
+    pub fn child_object(&self, name: &str) -> Result<ObjectName, NameError> {
+        if name.contains('/') {
+            return Err(NameError::Slash(oss_proto::name::Part::File));
+        }
+        ObjectName::new(&self.user, &format!("{}{name}", self.prefix()))
+    }
+
+    pub fn child_dir(&self, name: &str) -> DirKey {
+        DirKey {
+            user: self.user.clone(),
+            path: format!("{}{name}", self.prefix()),
+        }
+    }
+
+    /// The marker object of this directory (`None` for a user's top level: a marker cannot
+    /// have an empty file name).
+    pub fn marker(&self) -> Option<ObjectName> {
+        if self.path.is_empty() {
+            None
+        } else {
+            ObjectName::new(&self.user, &self.path).ok()
+        }
+    }
+
+    /// The directory holding this one and this one's name (`None` for a user's top level).
+    pub fn parent(&self) -> Option<(DirKey, &str)> {
+        if self.path.is_empty() {
+            return None;
+        }
+        let (dir, name) = match self.path.rfind('/') {
+            Some(i) => (&self.path[..i], &self.path[i + 1..]),
+            None => ("", self.path.as_str()),
+        };
+        Some((
+            DirKey {
+                user: self.user.clone(),
+                path: dir.to_owned(),
+            },
+            name,
+        ))
+    }
+
+    /// The directory of a file and the file's last segment.
+    pub fn of_object(name: &ObjectName) -> (DirKey, &str) {
+        let f = name.file();
+        let (dir, base) = match f.rfind('/') {
+            Some(i) => (&f[..i], &f[i + 1..]),
+            None => ("", f),
+        };
+        (
+            DirKey {
+                user: name.user().to_owned(),
+                path: dir.to_owned(),
+            },
+            base,
+        )
+    }
+
+    /// True if `self` is `other` or lies below it.
+    pub fn is_within(&self, other: &DirKey) -> bool {
+        self.user == other.user
+            && (other.path.is_empty()
+                || self.path == other.path
+                || self.path.starts_with(&other.prefix()))
+    }
+
+    /// True if the object lies (at any depth) below this directory.
+    pub fn holds(&self, name: &ObjectName) -> bool {
+        name.user() == self.user && name.file().starts_with(&self.prefix())
+    }
+}
+
+impl std::fmt::Display for DirKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.user, self.path)
+    }
+}
 
 /// What an inode stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
     Root,
-    User(String),
+    Dir(DirKey),
     File(ObjectName),
 }
 
@@ -33,8 +144,30 @@ impl Node {
     pub fn user(&self) -> Option<&str> {
         match self {
             Node::Root => None,
-            Node::User(u) => Some(u),
+            Node::Dir(d) => Some(&d.user),
             Node::File(n) => Some(n.user()),
+        }
+    }
+
+    /// This node's name after its directory `from` became `to`; `None` if it is not in
+    /// `from` (at any depth).
+    fn moved(&self, from: &DirKey, to: &DirKey) -> Option<Node> {
+        match self {
+            Node::Root => None,
+            Node::Dir(d) if d.is_within(from) => {
+                let rest = &d.path[from.path.len()..];
+                Some(Node::Dir(DirKey {
+                    user: to.user.clone(),
+                    path: format!("{}{rest}", to.path),
+                }))
+            }
+            Node::File(n) if from.holds(n) => {
+                let rest = &n.file()[from.prefix().len()..];
+                ObjectName::new(&to.user, &format!("{}{rest}", to.prefix()))
+                    .ok()
+                    .map(Node::File)
+            }
+            _ => None,
         }
     }
 }
@@ -166,10 +299,51 @@ impl InodeTable {
         }
     }
 
-    /// Inodes of linked files of `user` (for pending files in a listing).
-    pub fn files_of<'a>(&'a self, user: &'a str) -> impl Iterator<Item = (u64, &'a ObjectName)> {
+    /// The directory `from` is now `to`, with everything below it: each linked node keeps
+    /// its inode under its new name; nodes that held the new names are detached.
+    pub fn rename_dir(&mut self, from: &DirKey, to: &DirKey) {
+        if from == to {
+            return;
+        }
+        let moves: Vec<(u64, Node)> = self
+            .by_node
+            .iter()
+            .filter_map(|(n, &i)| n.moved(from, to).map(|m| (i, m)))
+            .collect();
+        for (i, _) in &moves {
+            if let Some(s) = self.by_ino.get(i) {
+                self.by_node.remove(&s.node);
+            }
+        }
+        // Whatever is still linked at or below `to` is not part of the move: detach it.
+        let stale: Vec<Node> = self
+            .by_node
+            .keys()
+            .filter(|n| match n {
+                Node::Dir(d) => d.is_within(to),
+                Node::File(f) => to.holds(f),
+                Node::Root => false,
+            })
+            .cloned()
+            .collect();
+        for n in stale {
+            self.unlink(&n);
+        }
+        for (i, new) in moves {
+            if let Some(s) = self.by_ino.get_mut(&i) {
+                s.node = new.clone();
+            }
+            self.by_node.insert(new, i);
+        }
+    }
+
+    /// Inodes of linked files at any depth below `dir` (files being written there).
+    pub fn files_under<'a>(
+        &'a self,
+        dir: &'a DirKey,
+    ) -> impl Iterator<Item = (u64, &'a ObjectName)> + 'a {
         self.by_ino.iter().filter_map(move |(&i, s)| match &s.node {
-            Node::File(n) if s.linked && n.user() == user => Some((i, n)),
+            Node::File(n) if s.linked && dir.holds(n) => Some((i, n)),
             _ => None,
         })
     }
@@ -197,6 +371,17 @@ mod tests {
         Node::File(ObjectName::parse(s).unwrap())
     }
 
+    fn dk(user: &str, path: &str) -> DirKey {
+        DirKey {
+            user: user.into(),
+            path: path.into(),
+        }
+    }
+
+    fn dir(user: &str, path: &str) -> Node {
+        Node::Dir(dk(user, path))
+    }
+
     #[test]
     fn root_is_one_and_permanent() {
         let mut t = InodeTable::new();
@@ -212,7 +397,7 @@ mod tests {
         let mut t = InodeTable::new();
         let a = t.lookup(&file("alice/a"));
         assert_eq!(t.lookup(&file("alice/a")), a);
-        let u = t.lookup(&Node::User("alice".into()));
+        let u = t.lookup(&dir("alice", ""));
         assert_ne!(a, u);
         assert_eq!(t.get(a), Some(&file("alice/a")));
         t.forget(a, 1);
@@ -285,14 +470,94 @@ mod tests {
     }
 
     #[test]
-    fn files_of_lists_linked_files_of_one_user() {
+    fn directories_and_files_of_the_same_name_are_different_nodes() {
+        let mut t = InodeTable::new();
+        let d = t.lookup(&dir("alice", "a/b"));
+        let f = t.lookup(&file("alice/a/b"));
+        assert_ne!(d, f);
+        assert!(t.get(d).unwrap().is_dir());
+        assert!(!t.get(f).unwrap().is_dir());
+        assert_eq!(t.get(d).unwrap().user(), Some("alice"));
+    }
+
+    #[test]
+    fn rename_dir_moves_everything_below_and_only_that() {
+        let mut t = InodeTable::new();
+        let d = t.lookup(&dir("alice", "a"));
+        let sub = t.lookup(&dir("alice", "a/s"));
+        let f = t.lookup(&file("alice/a/s/f"));
+        let g = t.lookup(&file("alice/a/g"));
+        // Siblings whose names merely start alike stay where they are.
+        let other = t.lookup(&file("alice/ab"));
+        let other_dir = t.lookup(&dir("alice", "a-b"));
+        // An empty directory at the target is replaced.
+        let old_target = t.lookup(&dir("bob", "x"));
+        t.rename_dir(&dk("alice", "a"), &dk("bob", "x"));
+        assert_eq!(t.find(&dir("bob", "x")), Some(d));
+        assert_eq!(t.find(&dir("bob", "x/s")), Some(sub));
+        assert_eq!(t.find(&file("bob/x/s/f")), Some(f));
+        assert_eq!(t.find(&file("bob/x/g")), Some(g));
+        assert_eq!(t.get(f), Some(&file("bob/x/s/f")));
+        assert_eq!(t.find(&file("alice/ab")), Some(other));
+        assert_eq!(t.find(&dir("alice", "a-b")), Some(other_dir));
+        assert_eq!(t.find(&dir("alice", "a")), None);
+        assert_eq!(t.find(&file("alice/a/g")), None);
+        assert!(!t.is_linked(old_target));
+        assert_eq!(t.get(old_target), Some(&dir("bob", "x")));
+        t.forget(old_target, 1);
+        assert_eq!(t.find(&dir("bob", "x")), Some(d), "old target's forget");
+        let mut under: Vec<String> = t
+            .files_under(&dk("bob", "x"))
+            .map(|(_, n)| n.to_string())
+            .collect();
+        under.sort();
+        assert_eq!(under, ["bob/x/g", "bob/x/s/f"]);
+    }
+
+    #[test]
+    fn files_under_lists_linked_files_at_any_depth() {
         let mut t = InodeTable::new();
         t.lookup(&file("alice/a"));
-        t.lookup(&file("alice/b"));
+        t.lookup(&file("alice/d/b"));
+        t.lookup(&file("alice/d/e/c"));
+        t.lookup(&file("alice/de"));
         t.lookup(&file("bob/c"));
-        t.unlink(&file("alice/b"));
-        let mut v: Vec<_> = t.files_of("alice").map(|(_, n)| n.to_string()).collect();
-        v.sort();
-        assert_eq!(v, vec!["alice/a"]);
+        t.unlink(&file("alice/d/b"));
+        let names = |d: DirKey| {
+            let mut v: Vec<_> = t.files_under(&d).map(|(_, n)| n.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(dk("alice", "")),
+            ["alice/a", "alice/d/e/c", "alice/de"]
+        );
+        assert_eq!(names(dk("alice", "d")), ["alice/d/e/c"]);
+    }
+
+    #[test]
+    fn dir_keys() {
+        let top = DirKey::user("alice");
+        assert_eq!(top.prefix(), "");
+        assert_eq!(top.marker(), None);
+        assert_eq!(top.parent(), None);
+        let a = top.child_dir("a");
+        let ab = a.child_dir("b");
+        assert_eq!(ab, dk("alice", "a/b"));
+        assert_eq!(ab.prefix(), "a/b/");
+        assert_eq!(ab.marker().unwrap().as_str(), "alice/a/b");
+        assert_eq!(ab.parent(), Some((a.clone(), "b")));
+        assert_eq!(a.parent(), Some((top.clone(), "a")));
+        assert_eq!(ab.child_object("f").unwrap().as_str(), "alice/a/b/f");
+        assert!(ab.child_object("x/y").is_err());
+        let n = ObjectName::parse("alice/a/b/f").unwrap();
+        assert_eq!(DirKey::of_object(&n), (ab.clone(), "f"));
+        let n = ObjectName::parse("alice/f").unwrap();
+        assert_eq!(DirKey::of_object(&n), (top.clone(), "f"));
+        assert!(ab.is_within(&a) && ab.is_within(&top) && ab.is_within(&ab));
+        assert!(!dk("alice", "ab").is_within(&a));
+        assert!(a.holds(&ObjectName::parse("alice/a/x").unwrap()));
+        assert!(!a.holds(&ObjectName::parse("alice/ab").unwrap()));
+        assert!(!a.holds(&ObjectName::parse("alice/a").unwrap()));
     }
 }

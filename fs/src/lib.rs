@@ -1,8 +1,12 @@
-//! oss-fs: `ossfs`, the FUSE view of the object store. `/USER/FILENAME` on the mount is the
-//! object `USER/FILENAME` on the proxy.
+//! oss-fs: `ossfs`, the FUSE view of the object store. `/USER/A/B/FILE` on the mount is the
+//! object `USER/A/B/FILE` on the proxy; directories are the names' prefixes and explicit
+//! markers (see [`fs`]).
 //!
-//! - [`inode`]: the inode table (inode numbers ↔ root / user / file, lookup counts).
-//! - [`cache`]: listings and attributes remembered for a short TTL, pure data.
+//! - [`inode`]: the inode table (inode numbers ↔ root / directory / file, lookup counts).
+//! - [`cache`]: per-directory listings and attributes remembered for a short TTL, and the
+//!   folding of a listing page (files, markers, prefixes) into entries; pure data.
+//! - [`attrs`]: the modification time and mode a file carries in its object's metadata.
+//! - [`rename`]: the plan of a directory rename (copy everything, then delete), pure.
 //! - [`handle`]: open files: the write spool (a local temp file) and read-ahead streams.
 //! - [`fs`]: the FUSE callbacks, thin wrappers over helpers returning `Result<_, Errno>`.
 //! - [`errno`]: the one mapping from proxy, name and spool errors to errno values.
@@ -13,9 +17,11 @@
 //! within the cache TTL (1 s by default), every new directory listing (`ls`) asks the proxy,
 //! and a file opened here reads the proxy's current version.
 
+pub mod attrs;
 pub mod cache;
 pub mod errno;
 pub mod fs;
 pub mod handle;
 pub mod inode;
 pub mod mount;
+pub mod rename;

@@ -29,20 +29,20 @@ use std::time::{Duration, Instant, SystemTime};
 use oss_tests::*;
 
 /// How long ossfs may take to print `ossfs: mounted on ...` (debug build, busy machine).
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline of one shell tool on the mount.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(90);
 /// After this, the watchdog SIGKILLs ossfs: a blocked `std::fs` call then fails (ENOTCONN).
-const WATCHDOG: Duration = Duration::from_secs(200);
+pub(crate) const WATCHDOG: Duration = Duration::from_secs(200);
 /// The documented cache TTL is 1 s; allow scheduling slack on a shared 2-core machine.
-const VISIBLE_WITHIN: Duration = Duration::from_secs(3);
+pub(crate) const VISIBLE_WITHIN: Duration = Duration::from_secs(3);
 
 // ---------------------------------------------------------------------------------------
 // Mount helpers
 
 /// True if FUSE tests can run here. Missing `/dev/fuse` skips (with a message) locally and
 /// panics under `CI=true`, where a silent skip would hide regressions.
-fn fuse_available(test: &str) -> bool {
+pub(crate) fn fuse_available(test: &str) -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let why = if !Path::new("/dev/fuse").exists() {
         Some("/dev/fuse is missing".to_string())
@@ -69,7 +69,7 @@ fn in_path(prog: &str) -> bool {
 
 /// Whether `mnt` is a mount point now (field 5 of /proc/self/mountinfo). Does not touch
 /// `mnt` itself, which may be a stale mount (every access fails with ENOTCONN).
-fn is_mounted(mnt: &Path) -> bool {
+pub(crate) fn is_mounted(mnt: &Path) -> bool {
     let want = match (mnt.parent(), mnt.file_name()) {
         (Some(p), Some(f)) => fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()).join(f),
         _ => mnt.to_owned(),
@@ -81,7 +81,7 @@ fn is_mounted(mnt: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
-fn lazy_umount(mnt: &Path) {
+pub(crate) fn lazy_umount(mnt: &Path) {
     let _ = Command::new("umount")
         .arg("-l")
         .arg(mnt)
@@ -92,8 +92,8 @@ fn lazy_umount(mnt: &Path) {
 
 /// One ossfs process (and the directory it mounts on). Dropping it kills ossfs, detaches
 /// the mount if it is still there and removes the directory.
-struct Mount {
-    mnt: PathBuf,
+pub(crate) struct Mount {
+    pub(crate) mnt: PathBuf,
     proxy: String,
     cache_dir: PathBuf,
     child: Option<Child>,
@@ -107,7 +107,7 @@ static MOUNTS: AtomicU32 = AtomicU32::new(0);
 
 impl Mount {
     /// Mounts ossfs for cluster `c` on a fresh `/tmp/ossfs-it-TAG-PID-N`.
-    fn start(c: &Cluster, tag: &str) -> Mount {
+    pub(crate) fn start(c: &Cluster, tag: &str) -> Mount {
         let n = MOUNTS.fetch_add(1, Ordering::Relaxed);
         let mnt = std::env::temp_dir().join(format!("ossfs-it-{tag}-{}-{n}", std::process::id()));
         // A stale mount with this name, left by a killed earlier run.
@@ -131,7 +131,7 @@ impl Mount {
 
     /// Starts ossfs on `self.mnt` (again) and waits for its readiness line. Call from the
     /// test's own thread (the child dies with the thread that spawned it).
-    fn spawn(&mut self) -> Result<(), String> {
+    pub(crate) fn spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "ossfs already running");
         let mut cmd = Command::new(bin("ossfs"));
         cmd.arg("--proxy")
@@ -199,17 +199,17 @@ impl Mount {
         Ok(())
     }
 
-    fn pid(&self) -> libc::pid_t {
+    pub(crate) fn pid(&self) -> libc::pid_t {
         self.child.as_ref().expect("ossfs running").id() as libc::pid_t
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         // SAFETY: plain syscall on our own, not yet reaped, child.
         assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill({sig})");
     }
 
     /// SIGKILL and reap (the mount stays behind, stale). The exit status if it was running.
-    fn kill(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn kill(&mut self) -> Option<ExitStatus> {
         let mut c = self.child.take()?;
         self.reaped.store(true, Ordering::SeqCst);
         let _ = c.kill();
@@ -217,7 +217,7 @@ impl Mount {
     }
 
     /// Waits up to `timeout` for ossfs to exit by itself; SIGKILLs it (and panics) after.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             let c = self.child.as_mut().expect("ossfs running");
@@ -238,7 +238,7 @@ impl Mount {
     }
 
     /// SIGTERM (unmount after uploading dirty files) and wait for a clean exit.
-    fn unmount(&mut self) {
+    pub(crate) fn unmount(&mut self) {
         self.signal(libc::SIGTERM);
         let st = self.wait_exit(Duration::from_secs(30));
         assert!(
@@ -253,24 +253,24 @@ impl Mount {
         );
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
 
-    fn p(&self, rel: &str) -> String {
+    pub(crate) fn p(&self, rel: &str) -> String {
         path_str(&self.mnt.join(rel)).to_owned()
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
     /// Number of stderr lines so far (to look at only what a step logged).
-    fn log_len(&self) -> usize {
+    pub(crate) fn log_len(&self) -> usize {
         self.log.lock().unwrap().len()
     }
 
-    fn log_since(&self, from: usize) -> String {
+    pub(crate) fn log_since(&self, from: usize) -> String {
         self.log.lock().unwrap()[from..].join("\n")
     }
 }
@@ -286,7 +286,7 @@ impl Drop for Mount {
 }
 
 /// Starts a cluster and mounts it; None (skipped) without FUSE.
-fn setup(test: &str, storage: usize) -> Option<(Cluster, Mount)> {
+pub(crate) fn setup(test: &str, storage: usize) -> Option<(Cluster, Mount)> {
     if !fuse_available(test) {
         return None;
     }
@@ -299,14 +299,14 @@ fn setup(test: &str, storage: usize) -> Option<(Cluster, Mount)> {
 // Tools and checks
 
 /// `prog ARGS...` with a deadline.
-fn tool(prog: &str, args: &[&str]) -> Output {
+pub(crate) fn tool(prog: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(prog);
     cmd.args(args).env("LC_ALL", "C");
     run(cmd, None, TOOL_TIMEOUT)
 }
 
 /// Runs a tool and asserts success, showing ossfs's log lines of that step on failure.
-fn ok(m: &Mount, prog: &str, args: &[&str]) -> Output {
+pub(crate) fn ok(m: &Mount, prog: &str, args: &[&str]) -> Output {
     let from = m.log_len();
     let out = tool(prog, args);
     assert!(
@@ -319,12 +319,12 @@ fn ok(m: &Mount, prog: &str, args: &[&str]) -> Output {
     out
 }
 
-fn sh_ok(m: &Mount, script: &str) -> Output {
+pub(crate) fn sh_ok(m: &Mount, script: &str) -> Output {
     ok(m, "sh", &["-c", script])
 }
 
 /// `oss download` right now gives exactly `want`.
-fn assert_cli_content(c: &Cluster, name: &str, want: &[u8], when: &str) {
+pub(crate) fn assert_cli_content(c: &Cluster, name: &str, want: &[u8], when: &str) {
     match c.download_bytes(name) {
         Ok(got) => assert!(
             got == want,
@@ -339,7 +339,7 @@ fn assert_cli_content(c: &Cluster, name: &str, want: &[u8], when: &str) {
 }
 
 /// `oss download NAME FILE` and the MD5 of the file (large objects).
-fn cli_md5(c: &Cluster, name: &str) -> String {
+pub(crate) fn cli_md5(c: &Cluster, name: &str) -> String {
     let dst = c.work().join(format!("dl-{}", name.replace('/', "_")));
     c.oss_timeout(&["download", name, path_str(&dst)], TOOL_TIMEOUT)
         .assert_ok(&format!("oss download {name}"));
@@ -349,12 +349,12 @@ fn cli_md5(c: &Cluster, name: &str) -> String {
 }
 
 /// The error number of an `std::io::Error` (for messages).
-fn errno_of(e: &std::io::Error) -> i32 {
+pub(crate) fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
 }
 
 /// Polls until `path` exists on the mount with `len` bytes; how long it took.
-fn wait_visible(path: &Path, len: u64) -> Duration {
+pub(crate) fn wait_visible(path: &Path, len: u64) -> Duration {
     let t = Instant::now();
     loop {
         let last = fs::metadata(path);
@@ -762,7 +762,7 @@ fn fuse_truncate_rm_and_mv() {
 }
 
 /// `mkdir USER` makes a user, `rmdir` of an empty user works, of a non-empty one fails
-/// with ENOTEMPTY; directories below a user are refused.
+/// with ENOTEMPTY; a directory below a user is a marker.
 #[test]
 fn fuse_mkdir_and_rmdir_of_users() {
     let Some((c, m)) = setup("fuse_mkdir", 2) else {
@@ -803,26 +803,19 @@ fn fuse_mkdir_and_rmdir_of_users() {
     );
     assert_cli_content(&c, "alice/f", b"alice's file", "after a refused rmdir");
 
-    // No directories below a user.
-    let from = m.log_len();
-    let e = fs::create_dir(m.path("alice/sub")).expect_err("mkdir below a user");
-    let n = errno_of(&e);
-    assert!(
-        n == libc::EPERM || n == libc::ENOTSUP || n == libc::EOPNOTSUPP,
-        "mkdir alice/sub: expected EPERM or ENOTSUP, got {e}"
-    );
-    let out = tool("mkdir", &[&m.p("alice/sub")]);
-    assert!(!out.status.success(), "shell mkdir alice/sub succeeded");
-    thread::sleep(Duration::from_millis(100));
-    assert!(
-        m.log_since(from).contains("subdirector"),
-        "no clear log line for mkdir below a user; ossfs logged:\n{}",
-        m.log_since(from)
-    );
+    // Directories below a user are markers (the rest is in fuse_dirs.rs).
+    fs::create_dir(m.path("alice/sub")).expect("mkdir below a user");
+    let e = fs::create_dir(m.path("alice/sub")).expect_err("mkdir of an existing directory");
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert_cli_content(&c, "alice/sub", b"", "the marker of alice/sub");
+    let e = fs::remove_dir(m.path("alice")).expect_err("rmdir of a user with a directory");
+    assert_eq!(errno_of(&e), libc::ENOTEMPTY, "rmdir alice: {e}");
+    fs::remove_dir(m.path("alice/sub")).expect("rmdir alice/sub");
+    c.assert_not_found("alice/sub");
     assert_eq!(
         c.list_long("alice").len(),
         1,
-        "mkdir below a user stored something"
+        "what alice has after rmdir alice/sub"
     );
 
     // A user made on the mount becomes real with its first file.

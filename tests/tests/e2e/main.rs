@@ -8,12 +8,16 @@
 //! - [`bad_input`]: invalid names, missing files, unreachable proxy, garbage on the wire,
 //!   failed downloads.
 //! - [`concurrency`]: many clients at once; racing writers.
+//! - [`fuse`], [`fuse_dirs`]: a real `ossfs` mount; `fuse_dirs` drives a directory tree
+//!   with `cp -r`, `tar`, `rsync` and `git`.
 
 mod bad_input;
 mod concurrency;
 mod core;
 mod fuse;
+mod fuse_dirs;
 mod heal;
 mod rebalance;
 mod restart;
+mod tree;
 mod util2;
