@@ -31,7 +31,7 @@ MB = 1e6
 # 256 MiB object.
 SWIFT = {"upload": 134.0, "download": 441.0, "delete": 120.0, "big_up": 151.0, "big_down": 275.0}
 
-ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse"]
+ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree"]
 
 
 class SectionSkipped(Exception):
@@ -63,6 +63,10 @@ class Config:
         self.heal_mb = env_num("BENCH_HEAL_MB", 512, 64, q)
         self.obj_mb = env_num("BENCH_OBJ_MB", 4, 4, q)
         self.ls_files = env_num("BENCH_LS_FILES", 10000, 10000, q)
+        self.tree_user_files = env_num("BENCH_TREE_USER_FILES", 100000, 5000, q)
+        self.tree_cp_files = env_num("BENCH_TREE_CP_FILES", 2000, 2000, q)
+        self.tree_upload_files = env_num("BENCH_TREE_UPLOAD_FILES", 300, 100, q)
+        self.tree_mv_mb = env_num("BENCH_TREE_MV_MB", 256, 32, q)
         self.repeat = max(1, env_num("BENCH_REPEAT", 3, 3, q))
 
     def as_dict(self):
@@ -1043,6 +1047,263 @@ class Bench:
         finally:
             c.stop()
 
+    # -- tree: directories on the mount (issue 8) ------------------------------------------
+
+    # ossfs caches listings and attributes for --ttl-ms (default 1000 ms, fs/src/cache.rs);
+    # every measured listing on the mount comes after a pause longer than that, so it is a
+    # fresh one from the proxy, not the cache.
+    FS_TTL = 1.0
+    TTL_WAIT = FS_TTL + 0.3
+
+    @staticmethod
+    def crate_tree(dst, want):
+        """Copies crate sources from the local cargo registry into `dst` (on the bench's disk)
+        until it holds at least `want` files: a real source tree, with nested directories.
+        Crates are taken in name order, skipping any with a symlink or a file over 1 MiB.
+        Returns (files, bytes, crate names)."""
+        home = os.environ.get("CARGO_HOME") or os.path.expanduser("~/.cargo")
+        reg = os.path.join(home, "registry", "src")
+        crates = []
+        if os.path.isdir(reg):
+            for idx in sorted(os.listdir(reg)):
+                d = os.path.join(reg, idx)
+                if os.path.isdir(d):
+                    crates += [os.path.join(d, c) for c in sorted(os.listdir(d))]
+        if not crates:
+            raise CmdFailed(f"no crate sources under {reg} for the cp -r tree")
+        os.makedirs(dst)
+        files = size = 0
+        taken = []
+        for c in crates:
+            ok, n, b = True, 0, 0
+            for dirpath, dirs, fns in os.walk(c):
+                for x in dirs + fns:
+                    p = os.path.join(dirpath, x)
+                    if os.path.islink(p) or (x in fns and os.path.getsize(p) > MiB):
+                        ok = False
+                n += len(fns)
+                b += sum(os.path.getsize(os.path.join(dirpath, x)) for x in fns)
+            if not ok or n == 0:
+                continue
+            shutil.copytree(c, os.path.join(dst, os.path.basename(c)), symlinks=True)
+            files += n
+            size += b
+            taken.append(os.path.basename(c))
+            if files >= want:
+                break
+        if files < want:
+            raise CmdFailed(f"only {files} files in the crates under {reg}, wanted {want}")
+        os.sync()
+        return files, size, taken
+
+    def fresh(self):
+        """Waits past ossfs's cache TTL, so the next listing is asked of the proxy."""
+        time.sleep(self.TTL_WAIT)
+
+    def ls_count(self, argv, path, expect):
+        dt = self.r.run(argv, stdout=path, timeout=300)[0]
+        with open(path) as f:
+            got = sum(1 for ln in f if not ln.startswith("total"))
+        if got != expect:
+            raise CmdFailed(f"`{show(argv)}` listed {got} entries, expected {expect}")
+        return dt
+
+    def sec_tree(self):
+        cfg = self.cfg
+        c = Cluster(self.r, "tree")
+        try:
+            mnt = os.path.join(self.work, "mnt-tree")
+            fs = self.start_ossfs(c, mnt)
+            try:
+                # Directories on the mount are issue 8's; a mount without them skips.
+                probe = os.path.join(mnt, "tree-probe", "dir", "sub")
+                try:
+                    self.r.run(["mkdir", "-p", probe], timeout=30)
+                    self.fresh()
+                    if not os.path.isdir(probe):
+                        raise CmdFailed(f"{probe} is not a directory after mkdir -p")
+                except (CmdFailed, OSError) as e:
+                    raise SectionSkipped(f"the mount has no nested directories yet "
+                                         f"(mkdir -p USER/dir/sub: {e})") from e
+                self.tree_ls_big(c, mnt)
+                self.tree_ls_small(c, mnt)
+                self.tree_cp(c, mnt)
+                self.tree_mv(c, mnt)
+            finally:
+                self.r.unmount(mnt, fs)
+        finally:
+            c.stop()
+
+    def tree_ls_big(self, c, mnt):
+        """`ls -l` of USER/big/ holding BENCH_LS_FILES files, vs the same on the plain disk."""
+        cfg = self.cfg
+        n = cfg.ls_files
+        runs = cfg.repeat
+        src = os.path.join(self.work, "tree-64B")
+        with open(src, "wb") as f:
+            f.write(os.urandom(64))
+        names = os.path.join(self.work, "tree-names")
+        with open(names, "w") as f:
+            f.writelines(f"f-{i:06d}\n" for i in range(n))
+        # oss bench names objects USER/bench-NNNNNN (no directory), so the nested directory
+        # is filled by `oss upload` processes, 16 at a time.
+        fill = ["xargs", "-a", names, "-P", "16", "-I{}",
+                *c.oss("upload", "tree/big/{}", src)]
+        self.say(f"uploading {n} files of 64 B into tree/big/")
+        fill_s = self.r.run(fill, timeout=3600)[0]
+        plain = os.path.join(self.work, "tree-plain-big")
+        os.makedirs(plain)
+        for i in range(n):
+            with open(os.path.join(plain, f"f-{i:06d}"), "wb") as f:
+                f.write(b"x" * 64)
+        ls_argv = ["ls", "-l", os.path.join(mnt, "tree", "big")]
+        plain_argv = ["ls", "-l", plain]
+        out = os.path.join(self.work, "ls.out")
+        ours, base = [], []
+        for _ in range(runs):
+            base.append(self.ls_count(plain_argv, out, n))
+            self.fresh()
+            ours.append(self.ls_count(ls_argv, out, n))
+        shutil.rmtree(plain)
+        self.row(f"ls -l of a directory of {n} files on the mount (s)", min(ours), "s",
+                 f"sleep {self.TTL_WAIT:g} (past the 1 s listing TTL); {show(ls_argv)} >file",
+                 min(base), f"ls -l of {n} files on the plain disk", plain_argv + [">file"],
+                 ("<", 1.0, "< 1 s"),
+                 note=f"best of {runs}, each a fresh listing; lines counted; files made by "
+                      f"`{show(fill)}` in {fill_s:.1f} s ({n / fill_s:.0f} files/s)")
+        self.extra.setdefault("tree", {})["ls_big"] = {"ours_s": ours, "plain_s": base,
+                                                       "fill_s": fill_s}
+
+    def tree_ls_small(self, c, mnt):
+        """`ls -l` of a 10-entry directory in a user of BENCH_TREE_USER_FILES files, vs the
+        same directory in a user of 100 files."""
+        cfg = self.cfg
+        big_n, few_n = cfg.tree_user_files, 100
+        src = os.path.join(self.work, "tree-64B")
+        loads, fill_s = {}, {}
+        for user, k in (("tree-many", big_n), ("tree-few", few_n)):
+            self.say(f"uploading {k} objects of 4 KiB for {user}, and {user}/d10/")
+            t0 = time.perf_counter()
+            _, loads[user] = c.bench("--objects", k, "--size", 4096, "--concurrency", 16,
+                                     "--user", user, "--phases", "upload", "--keep",
+                                     timeout=3600)
+            fill_s[user] = time.perf_counter() - t0
+            for i in range(10):
+                self.r.run(c.oss("upload", f"{user}/d10/f-{i:02d}", src), timeout=60)
+        out = os.path.join(self.work, "ls.out")
+        argv = {u: ["ls", "-l", os.path.join(mnt, u, "d10")] for u in loads}
+        runs = max(5, cfg.repeat)
+        t = {u: [] for u in loads}
+        for _ in range(runs):
+            for u in loads:
+                self.fresh()
+                t[u].append(self.ls_count(argv[u], out, 10))
+        ms = {u: min(v) * 1000 for u, v in t.items()}
+        wait = f"sleep {self.TTL_WAIT:g} (past the 1 s TTL); "
+        self.row(f"ls -l of a 10-entry directory in a user of {big_n} files (ms)",
+                 ms["tree-many"], "ms", wait + show(argv["tree-many"]) + " >file",
+                 ms["tree-few"], f"the same in a user of {few_n} files",
+                 wait + show(argv["tree-few"]) + " >file", ("ratio<=", 2.0, "≤ 2× 100-file user"),
+                 note=f"best of {runs}, each a fresh listing (and fresh lookups of USER and "
+                      f"d10); wall time includes ls start-up; users filled by "
+                      f"`{show(loads['tree-many'])}` ({fill_s['tree-many']:.0f} s, "
+                      f"{big_n / fill_s['tree-many']:.0f} files/s) and the same with --objects "
+                      f"{few_n}, then 10 × oss upload USER/d10/f-NN")
+        self.extra.setdefault("tree", {})["ls_small"] = {"many_s": t["tree-many"],
+                                                         "few_s": t["tree-few"],
+                                                         "fill_s": fill_s}
+
+    def tree_cp(self, c, mnt):
+        """`cp -r` of a real source tree into the mount and `diff -r` back, vs `oss upload`
+        of the files one by one and `cp -r` on the plain disk."""
+        cfg = self.cfg
+        tree = os.path.join(self.work, "tree-src")
+        nfiles, nbytes, crates = self.crate_tree(tree, cfg.tree_cp_files)
+        self.say(f"cp -r of {nfiles} files ({nbytes / MiB:.1f} MiB, {len(crates)} crates)")
+        rel = sorted(os.path.relpath(os.path.join(dp, f), tree)
+                     for dp, _, fns in os.walk(tree) for f in fns)
+        up_files = rel[:min(cfg.tree_upload_files, len(rel))]
+        udir = os.path.join(mnt, "tree-cp")
+        self.r.run(["mkdir", "-p", udir], timeout=30)
+        cp, diff, plain, up = [], [], [], []
+        cp_argv = diff_argv = plain_argv = None
+        for k in range(cfg.repeat):
+            dst = os.path.join(self.work, f"tree-plain-cp-{k}")
+            plain_argv = ["cp", "-r", tree, dst]
+            plain.append(nfiles / self.r.run(plain_argv, timeout=600)[0])
+            shutil.rmtree(dst)
+            mdst = os.path.join(udir, f"r{k}")
+            cp_argv = ["cp", "-r", tree, mdst]
+            cp.append(nfiles / self.r.run(cp_argv, timeout=3600)[0])
+            self.fresh()
+            diff_argv = ["diff", "-r", tree, mdst]
+            dt, _, rc = self.r.run(diff_argv, timeout=3600, check=False)
+            if rc != 0:
+                out = os.path.join(self.work, "diff.out")
+                self.r.run(diff_argv, stdout=out, timeout=3600, check=False)
+                with open(out, errors="replace") as f:
+                    first = f.read().strip().splitlines()[:3]
+                raise CmdFailed(f"`{show(diff_argv)}` found differences: {' | '.join(first)}")
+            diff.append(nfiles / dt)
+            t0 = time.perf_counter()
+            for r in up_files:
+                self.r.run(c.oss("upload", f"tree-up/r{k}/{r}", os.path.join(tree, r)),
+                           timeout=120)
+            up.append(len(up_files) / (time.perf_counter() - t0))
+        up_cmd = (f"for f in <first {len(up_files)} files>; do "
+                  f"{show(c.oss('upload'))} \"tree-up/r$K/$f\" \"$W/tree-src/$f\"; done")
+        note = (f"{nfiles} files, {nbytes / MiB:.1f} MiB from {len(crates)} crates of the "
+                f"cargo registry ({crates[0]} … {crates[-1]}), copied to $W first; best of "
+                f"{cfg.repeat}, each into a new directory")
+        self.row(f"cp -r of {nfiles} source files into the mount (files/s)", max(cp),
+                 "files/s", cp_argv, max(up), f"oss upload one by one ({len(up_files)} files)",
+                 up_cmd, None, note=note)
+        self.row(f"cp -r of {nfiles} source files into the mount vs the plain disk (files/s)",
+                 max(cp), "files/s", cp_argv, max(plain), "cp -r on the plain disk (no fsync)",
+                 plain_argv)
+        self.row(f"diff -r of the {nfiles} files back from the mount (files/s)", max(diff),
+                 "files/s", f"sleep {self.TTL_WAIT:g}; {show(diff_argv)}", None, "", None,
+                 None, note="exit 0 required: every byte and every name compared")
+        self.extra.setdefault("tree", {})["cp"] = {
+            "files": nfiles, "bytes": nbytes, "crates": crates, "cp_files_per_s": cp,
+            "diff_files_per_s": diff, "plain_cp_files_per_s": plain,
+            "oss_upload_files_per_s": up}
+
+    def tree_mv(self, c, mnt):
+        """`mv` of a large file on the mount (a server-side copy and a delete), vs `oss
+        download` of the same file."""
+        cfg = self.cfg
+        size = cfg.tree_mv_mb * MiB
+        src = os.path.join(self.work, "tree-mv.src")
+        make_random_file(src, size)
+        self.r.run(c.oss("upload", "tree-mv/d/a", src), timeout=max(300, size / MB))
+        tmo = max(300.0, size / MB)
+        names = ["a", "b"]
+        mv, down = [], []
+        mv_argv = down_argv = None
+        for k in range(cfg.repeat):
+            cur, nxt = names[k % 2], names[(k + 1) % 2]
+            down_argv = c.oss("download", f"tree-mv/d/{cur}", "-")
+            down.append(self.r.run(down_argv, stdout="/dev/null", timeout=tmo)[0])
+            mv_argv = ["mv", os.path.join(mnt, "tree-mv", "d", cur),
+                       os.path.join(mnt, "tree-mv", "d", nxt)]
+            mv.append(self.r.run(mv_argv, timeout=tmo)[0])
+        self.fresh()
+        last = names[cfg.repeat % 2]
+        gone = os.path.join(mnt, "tree-mv", "d", names[(cfg.repeat + 1) % 2])
+        final = os.path.join(mnt, "tree-mv", "d", last)
+        if os.path.exists(gone):
+            raise CmdFailed(f"{gone} still exists after it was moved")
+        if self.r.run(["cmp", "-s", src, final], timeout=tmo, check=False)[2] != 0:
+            raise CmdFailed(f"{final} differs from what was uploaded before the moves")
+        os.unlink(src)
+        mb = size / MiB
+        self.row(f"mv of a {mb:.0f} MiB file on the mount (s)", min(mv), "s", mv_argv,
+                 min(down), "oss download of the same file", down_argv + [">/dev/null"], None,
+                 note=f"best of {cfg.repeat}, moving a→b→a…; afterwards the old name is gone "
+                      f"and cmp of the last name with the uploaded bytes passes")
+        self.extra.setdefault("tree", {})["mv"] = {"mv_s": mv, "download_s": down}
+
     # -- driver ----------------------------------------------------------------------------
 
     def run(self):
@@ -1089,6 +1350,9 @@ class Bench:
             "rebalance": f"{c.rebal_mb} MiB in {c.obj_mb} MiB objects",
             "heal": f"{c.heal_mb} MiB in {c.obj_mb} MiB objects",
             "fuse": f"{c.big_mb} MiB, ls -l of {c.ls_files} files",
+            "tree": f"ls -l of {c.ls_files} files in a directory, a user of "
+                    f"{c.tree_user_files} files, cp -r of {c.tree_cp_files} files, "
+                    f"mv of {c.tree_mv_mb} MiB",
         }[s]
 
     def meta(self, started, load0, seconds):
