@@ -8,12 +8,14 @@
 //! - [`bad_input`]: invalid names, missing files, unreachable proxy, garbage on the wire,
 //!   failed downloads.
 //! - [`concurrency`]: many clients at once; racing writers.
+//! - [`keys`]: per-user keys, the admin key and the cluster secret.
 
 mod bad_input;
 mod concurrency;
 mod core;
 mod fuse;
 mod heal;
+mod keys;
 mod rebalance;
 mod restart;
 mod util2;
