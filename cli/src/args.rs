@@ -21,6 +21,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR")]
     pub proxy: Option<String>,
 
+    /// File holding your key (`NAME:KEY`, one line, as `oss user add` printed it)
+    /// [default: $OSS_KEY_FILE, then $XDG_CONFIG_HOME/oss/key or ~/.config/oss/key]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub cmd: Command,
 }
@@ -148,6 +153,32 @@ pub enum Command {
     Audit,
     /// Load generator: upload, download, list and delete objects through one client
     Bench(BenchArgs),
+    /// Manage users and their keys (admin key only)
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user and print their key (one line, shown only this once)
+    Add {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List the users who have a key
+    List,
+    /// Remove a user: their key stops working at once (their files stay)
+    Remove {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Give a user a new key (printed once); the old one stops working at once
+    Rotate {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]

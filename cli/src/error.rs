@@ -74,6 +74,10 @@ pub fn describe(e: &Error, subject: &str, proxy: &str) -> CliError {
             ),
             // The proxy words refusals completely, subject included.
             WireError::Refused(s) => strip_os_error(s).to_owned(),
+            WireError::PermissionDenied(s) => format!("permission denied: {s}"),
+            WireError::AuthFailed(s) => {
+                format!("authentication failed at the proxy {proxy}: {s} (check your key file)")
+            }
             w => about(w.to_string()),
         },
         Error::Io(io) => about(format!(

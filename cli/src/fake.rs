@@ -10,8 +10,10 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 use tokio::net::TcpListener;
 
+use oss_proto::auth::Verifier;
 use oss_proto::wire::{
-    Chunk, ClientRequest, Connection, Key, ListItem, ListQuery, Response, UploadTrailer, CHUNK,
+    Chunk, ClientRequest, Connection, Credentials, ListItem, ListKey, ListQuery, Response,
+    UploadTrailer, CHUNK,
 };
 use oss_proto::{ObjectMeta, ObjectName, WireError};
 
@@ -29,6 +31,11 @@ pub struct State {
     pub pages: AtomicUsize,
 }
 
+/// The key every test client logs in to the fake with.
+pub fn creds() -> Credentials {
+    Credentials::from_key_line(format!("alice:{}", "5".repeat(64)).as_bytes()).unwrap()
+}
+
 /// Starts the fake proxy on a loopback port; returns its address and shared state.
 pub async fn start() -> (String, Arc<State>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -42,7 +49,8 @@ pub async fn start() -> (String, Arc<State>) {
             let st = st2.clone();
             tokio::spawn(async move {
                 let mut c = Connection::new(s);
-                if c.accept_hello().await.is_err() {
+                let v = Verifier::new(&creds().key);
+                if c.accept_hello(&creds().key, |_| Some(v)).await.is_err() {
                     return;
                 }
                 while let Ok(Some(req)) = c.read_header::<ClientRequest>().await {
@@ -190,8 +198,8 @@ fn page(
             continue;
         }
         let item = match q.roll_up(file) {
-            Key::Name(_) => ListItem::Object(m.clone()),
-            Key::Prefix(p) => ListItem::Prefix(p.to_owned()),
+            ListKey::Name(_) => ListItem::Object(m.clone()),
+            ListKey::Prefix(p) => ListItem::Prefix(p.to_owned()),
         };
         let key = item.key();
         let after_marker = key > q.marker.as_str();

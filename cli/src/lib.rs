@@ -20,6 +20,7 @@ pub mod progress;
 use std::sync::Arc;
 
 use oss_proto::client::Client;
+use oss_proto::wire::Credentials;
 
 use args::{Cli, Command};
 use error::CliError;
@@ -31,9 +32,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(proxy: String) -> Self {
+    pub fn new(proxy: String, creds: Credentials) -> Self {
         Ctx {
-            client: Arc::new(Client::new(proxy.clone())),
+            client: Arc::new(Client::new(proxy.clone(), creds)),
             proxy,
         }
     }
@@ -47,7 +48,12 @@ impl Ctx {
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = std::env::var("OSS_PROXY").ok();
-    let ctx = Ctx::new(args::proxy_addr(cli.proxy.as_deref(), env.as_deref()));
+    let creds = oss_proto::client::load_credentials(cli.key_file.as_deref())
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let ctx = Ctx::new(
+        args::proxy_addr(cli.proxy.as_deref(), env.as_deref()),
+        creds,
+    );
     match &cli.cmd {
         Command::Upload { name, local } => {
             cmd::transfer::upload(&ctx, name, local.as_deref()).await
@@ -75,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repair { wait } => cmd::admin::repair(&ctx, *wait).await,
         Command::Audit => cmd::admin::audit(&ctx).await,
         Command::Bench(b) => cmd::bench::bench(&ctx, b).await,
+        Command::User { cmd } => cmd::admin::user(&ctx, cmd).await,
     }
 }
 
@@ -100,10 +107,38 @@ mod tests {
             .collect()
     }
 
+    /// A download onto a FIFO (or /dev/null) writes into it; it must not replace the node
+    /// with a regular file (as a temp file renamed onto it would).
+    #[tokio::test]
+    async fn download_onto_a_fifo_writes_into_it() {
+        use std::os::unix::fs::FileTypeExt;
+        let (addr, _st) = fake::start().await;
+        let ctx = Ctx::new(addr, fake::creds());
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, b"through the pipe").unwrap();
+        cmd::transfer::upload(&ctx, "alice/p", Some(&src))
+            .await
+            .unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let f2 = fifo.clone();
+        let reader = std::thread::spawn(move || std::fs::read(f2).unwrap());
+        cmd::transfer::download(&ctx, "alice/p", Some(&fifo))
+            .await
+            .unwrap();
+        // Checked before joining: a replaced FIFO would leave the reader blocked forever.
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
     #[tokio::test]
     async fn upload_download_delete_round_trip() {
         let (addr, st) = fake::start().await;
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src.bin");
         let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -142,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_download_keeps_the_old_file() {
         let (addr, st) = fake::start().await;
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("a");
         std::fs::write(&src, b"fresh bytes").unwrap();
@@ -163,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn bad_input_never_reaches_the_proxy() {
         let (addr, st) = fake::start().await;
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let dir = tempfile::tempdir().unwrap();
         let nope = dir.path().join("nope");
         let e = msg(cmd::transfer::upload(&ctx, "alice/x", Some(&nope))
@@ -247,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn nested_names_round_trip_and_list_by_level() {
         let (addr, st) = fake::start().await;
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let dir = tempfile::tempdir().unwrap();
         for name in [
             "alice/top.txt",
@@ -319,7 +354,7 @@ mod tests {
     async fn listings_page_through_small_pages() {
         let (addr, st) = fake::start().await;
         st.page_limit.store(3, Ordering::SeqCst);
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let dir = tempfile::tempdir().unwrap();
         put(&ctx, dir.path(), "u/a-b", b"").await;
         for i in 0..10 {
@@ -374,7 +409,7 @@ mod tests {
     #[tokio::test]
     async fn mkdir_makes_a_marker_once_and_never_over_a_file() {
         let (addr, st) = fake::start().await;
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let dir = tempfile::tempdir().unwrap();
         cmd::tree::mkdir(&ctx, "alice/a/b/c").await.unwrap();
         let marker = |name: &str| {
@@ -432,7 +467,7 @@ mod tests {
     #[tokio::test]
     async fn copy_and_move_files() {
         let (addr, st) = fake::start().await;
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let dir = tempfile::tempdir().unwrap();
         put(&ctx, dir.path(), "alice/docs/a.txt", b"alpha").await;
 
@@ -507,7 +542,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let ctx = Ctx::new(format!("127.0.0.1:{port}"));
+        let ctx = Ctx::new(format!("127.0.0.1:{port}"), fake::creds());
         let e = msg(cmd::objects::delete(&ctx, "alice/x").await.unwrap_err());
         assert_eq!(
             e,
@@ -519,7 +554,7 @@ mod tests {
     async fn bench_tasks_each_get_their_own_connection() {
         let (addr, st) = fake::start().await;
         *st.delete_delay.lock().unwrap() = Duration::from_millis(5);
-        let ctx = Ctx::new(addr);
+        let ctx = Ctx::new(addr, fake::creds());
         let a = BenchArgs {
             objects: 24,
             size: 10_000,

@@ -27,6 +27,8 @@ pub fn from_wire(w: &WireError) -> Errno {
         WireError::BadRequest(_) => Errno::EINVAL,
         WireError::DiskFull => Errno::ENOSPC,
         WireError::Refused(_) => Errno::EPERM,
+        // Another user's files, or a key that stopped working.
+        WireError::PermissionDenied(_) | WireError::AuthFailed(_) => Errno::EACCES,
         // Unreachable proxy or servers, corruption that could not be repaired, a lost race
         // with a newer write, a failed MD5: the bytes did not make it, say so.
         WireError::Corrupt(_)

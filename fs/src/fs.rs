@@ -447,6 +447,7 @@ impl Shared {
         match self.node(parent)? {
             Node::Root => {
                 validate_part(name, Part::User).map_err(name_err)?;
+                self.ctx.may_reach(name)?;
                 if !self.user_exists(name)? {
                     return Err(Errno::ENOENT);
                 }
@@ -988,6 +989,7 @@ impl Shared {
 
     fn mkdir_user(&self, name: &str) -> Result<FileAttr, Errno> {
         validate_part(name, Part::User).map_err(name_err)?;
+        self.ctx.may_reach(name)?;
         if self.user_exists(name)? {
             return Err(Errno::EEXIST);
         }
@@ -1042,6 +1044,7 @@ impl Shared {
 
     fn rmdir_user(&self, name: &str) -> Result<(), Errno> {
         validate_part(name, Part::User).map_err(name_err)?;
+        self.ctx.may_reach(name)?;
         let top = DirKey::user(name);
         // Always ask the proxy: removing a user that has files must never succeed.
         if self.dir_has_children(&top)? {
@@ -1333,25 +1336,11 @@ impl Shared {
                 return Ok(v);
             }
         }
-        let st = self.ctx.block_on(self.ctx.client.status()).map_err(|e| {
-            warn!(error = %e, "status failed");
+        let u = self.ctx.block_on(self.ctx.client.usage()).map_err(|e| {
+            warn!(error = %e, "usage failed");
             errno::from_proto(&e)
         })?;
-        let replicas = u64::from(st.replicas.max(1));
-        let (mut total, mut free, mut objects) = (0u64, 0u64, 0u64);
-        for s in st.servers.iter().filter(|s| s.id.is_some()) {
-            if let Some(d) = &s.stats {
-                total += d.disk_total;
-                free += d.disk_free;
-                objects += d.objects;
-            }
-        }
-        let v = [
-            total / replicas / 4096,
-            free / replicas / 4096,
-            free / replicas / 4096,
-            objects / replicas,
-        ];
+        let v = [u.total / 4096, u.free / 4096, u.free / 4096, u.objects];
         *lock(&self.statfs) = Some((Instant::now(), v));
         Ok(v)
     }

@@ -62,9 +62,20 @@ pub struct Ctx {
     pub client: Arc<Client>,
     pub rt: tokio::runtime::Handle,
     pub cache_dir: PathBuf,
+    /// With a user's key, the one user directory this mount may reach (`None`: the admin
+    /// key, every user).
+    pub only_user: Option<String>,
 }
 
 impl Ctx {
+    /// EACCES for a top-level name this mount's key may not reach.
+    pub fn may_reach(&self, user: &str) -> Result<(), fuser::Errno> {
+        match &self.only_user {
+            Some(own) if own != user => Err(fuser::Errno::EACCES),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs a proxy call from a FUSE thread (FUSE threads are not runtime threads).
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)

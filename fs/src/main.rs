@@ -20,6 +20,11 @@ struct Args {
     /// Proxy address (host:port).
     #[arg(long, env = "OSS_PROXY", default_value = DEFAULT_PROXY)]
     proxy: String,
+    /// File holding the key (`NAME:KEY`) [default: $OSS_KEY_FILE, then
+    /// $XDG_CONFIG_HOME/oss/key or ~/.config/oss/key]. A user's key shows only that user's
+    /// directory; the admin key shows everyone's.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// Directory for spool files of files being written (default: $TMPDIR or /tmp).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -60,8 +65,11 @@ fn main() {
     {
         fail(e);
     }
+    let creds =
+        oss_proto::client::load_credentials(args.key_file.as_deref()).unwrap_or_else(|e| fail(e));
     let opts = MountOptions {
         proxy: args.proxy.clone(),
+        creds,
         // Absolute, so the daemon can leave the working directory it was started in.
         mountpoint: std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|e| fail(e)),
         cache_dir,

@@ -15,6 +15,8 @@ const PROXY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct MountOptions {
     pub proxy: String,
+    /// Who the mount speaks for: a user's key shows only that user's directory.
+    pub creds: oss_proto::wire::Credentials,
     pub mountpoint: PathBuf,
     /// Where spool files go (unnamed temp files, gone when closed).
     pub cache_dir: PathBuf,
@@ -111,11 +113,11 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| StartError::Other(format!("cannot start the runtime: {e}")))?;
-    let client = Arc::new(Client::new(opts.proxy.clone()));
+    let client = Arc::new(Client::new(opts.proxy.clone(), opts.creds.clone()));
     // Refuse to start against a proxy that does not answer: a mount whose every
     // operation fails with EIO helps nobody.
     let check =
-        rt.block_on(async { tokio::time::timeout(PROXY_CHECK_TIMEOUT, client.status()).await });
+        rt.block_on(async { tokio::time::timeout(PROXY_CHECK_TIMEOUT, client.usage()).await });
     match check {
         Ok(Ok(_)) => {}
         // The client's message already reads "cannot reach the proxy at ADDR: why".
@@ -140,6 +142,7 @@ pub fn run(
             client,
             rt: rt.handle().clone(),
             cache_dir: opts.cache_dir.clone(),
+            only_user: (opts.creds.user != "admin").then(|| opts.creds.user.clone()),
         },
         opts.ttl,
     ));

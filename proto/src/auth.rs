@@ -50,6 +50,8 @@ pub type Tag = [u8; 32];
 pub enum KeyError {
     #[error("a key must be at least {MIN_KEY_LEN} bytes, this one has {0}")]
     TooShort(usize),
+    #[error("not a key line (NAME:KEY, as `oss user add` prints it)")]
+    Malformed,
 }
 
 /// A key: the bytes of a key file's text, without its trailing newline.
@@ -89,6 +91,89 @@ impl Key {
     pub fn as_text(&self) -> &[u8] {
         &self.0
     }
+}
+
+/// Slows down logins from an address that keeps failing, so guessing keys over the network
+/// is impractical: after `n` failures in a row (forgotten a minute after the last one) each
+/// new login from that address waits 100 ms × 2^(n−1), at most 5 s, before it is answered.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl Throttle {
+    /// Addresses remembered at most; the oldest are forgotten first beyond this.
+    const MAX_PEERS: usize = 10_000;
+    const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+    const BASE: std::time::Duration = std::time::Duration::from_millis(100);
+    const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn table(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>,
+    > {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long a new login from `ip` waits before it is answered.
+    pub fn delay(&self, ip: std::net::IpAddr, now: std::time::Instant) -> std::time::Duration {
+        match self.table().get(&ip) {
+            Some(&(n, last)) if now.duration_since(last) < Self::FORGET_AFTER && n > 0 => {
+                let factor = 1u32 << (n - 1).min(6);
+                (Self::BASE * factor).min(Self::MAX_DELAY)
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
+    pub fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) {
+        let mut t = self.table();
+        if t.len() >= Self::MAX_PEERS && !t.contains_key(&ip) {
+            t.retain(|_, (_, last)| now.duration_since(*last) < Self::FORGET_AFTER);
+            if t.len() >= Self::MAX_PEERS {
+                if let Some(oldest) = t.iter().min_by_key(|(_, (_, l))| *l).map(|(k, _)| *k) {
+                    t.remove(&oldest);
+                }
+            }
+        }
+        let e = t.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= Self::FORGET_AFTER {
+            e.0 = 0;
+        }
+        e.0 = e.0.saturating_add(1);
+        e.1 = now;
+    }
+
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        self.table().remove(&ip);
+    }
+}
+
+/// Why a daemon's secret file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("cannot read the secret file {0}: {1}")]
+    Read(std::path::PathBuf, std::io::Error),
+    #[error("the secret file {0} is readable by group or others (mode {1:o}); chmod 600 it")]
+    Exposed(std::path::PathBuf, u32),
+    #[error("the secret file {0} is not usable: {1} (write at least {MIN_KEY_LEN} random bytes as text, e.g. `openssl rand -hex 32`)")]
+    Weak(std::path::PathBuf, KeyError),
+}
+
+/// Reads the cluster secret: a file of at least [`MIN_KEY_LEN`] bytes of text (a trailing
+/// newline is ignored) that neither group nor others may access.
+pub fn read_secret_file(path: &std::path::Path) -> Result<Key, SecretFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| SecretFileError::Read(path.to_path_buf(), e))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(SecretFileError::Exposed(path.to_path_buf(), mode));
+    }
+    let text = std::fs::read(path).map_err(|e| SecretFileError::Read(path.to_path_buf(), e))?;
+    Key::from_text(&text).map_err(|e| SecretFileError::Weak(path.to_path_buf(), e))
 }
 
 /// Random bytes from the operating system.
@@ -287,6 +372,53 @@ mod tests {
         assert_eq!(a, Verifier::decoy(&secret, "mallory"));
         assert_ne!(a.salt, Verifier::decoy(&secret, "eve").salt);
         assert!(!login(&key('a'), &a, "mallory").0);
+    }
+
+    #[test]
+    fn secret_files_must_be_private_and_long() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, format!("{}\n", "ab".repeat(32))).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            read_secret_file(&p),
+            Err(SecretFileError::Exposed(_, 0o644))
+        ));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_secret_file(&p).unwrap().as_text(),
+            "ab".repeat(32).as_bytes()
+        );
+        std::fs::write(&p, "short").unwrap();
+        assert!(matches!(
+            read_secret_file(&p),
+            Err(SecretFileError::Weak(..))
+        ));
+        assert!(matches!(
+            read_secret_file(&dir.path().join("missing")),
+            Err(SecretFileError::Read(..))
+        ));
+    }
+
+    #[test]
+    fn repeated_failures_slow_an_address_down() {
+        use std::time::{Duration, Instant};
+        let t = Throttle::default();
+        let (ip, other): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = Instant::now();
+        assert_eq!(t.delay(ip, now), Duration::ZERO);
+        t.failed(ip, now);
+        assert_eq!(t.delay(ip, now), Duration::from_millis(100));
+        for _ in 0..10 {
+            t.failed(ip, now);
+        }
+        assert_eq!(t.delay(ip, now), Duration::from_secs(5));
+        assert_eq!(t.delay(other, now), Duration::ZERO, "per address");
+        assert_eq!(t.delay(ip, now + Duration::from_secs(61)), Duration::ZERO);
+        t.succeeded(ip);
+        assert_eq!(t.delay(ip, now), Duration::ZERO);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! not each pay for a TCP connect and a handshake. A connection goes back to the pool only
 //! after a request completed cleanly; anything that went wrong mid-stream closes it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,17 +14,63 @@ use tokio::sync::mpsc;
 
 use crate::name::ObjectName;
 use crate::wire::{
-    Attrs, Chunk, ClientRequest, ClusterStatus, Connection, Error, ListItem, ListQuery, ObjectMeta,
-    ReplicaState, Response, Result, UploadTrailer, WireError, CHUNK,
+    Attrs, Chunk, ClientRequest, ClusterStatus, Connection, Credentials, Error, ListItem,
+    ListQuery, ObjectMeta, ReplicaState, Response, Result, UploadTrailer, WireError, CHUNK,
 };
 
 /// Where `oss` and `ossfs` look for the proxy when neither `--proxy` nor `$OSS_PROXY` is set.
 pub const DEFAULT_PROXY: &str = "127.0.0.1:8080";
+/// The environment variable naming the key file when `--key-file` is not given.
+pub const KEY_FILE_ENV: &str = "OSS_KEY_FILE";
+
+/// Why no credentials could be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("no key: {0} does not exist (pass --key-file FILE or set OSS_KEY_FILE)")]
+    Missing(PathBuf),
+    #[error("cannot read the key file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("the key file {0} holds no key: {1}")]
+    Malformed(PathBuf, crate::auth::KeyError),
+    #[error("no key: neither --key-file, OSS_KEY_FILE, XDG_CONFIG_HOME nor HOME is set")]
+    NoHome,
+}
+
+/// Where the key is: `flag` (`--key-file`), else `$OSS_KEY_FILE`, else
+/// `$XDG_CONFIG_HOME/oss/key`, else `~/.config/oss/key`.
+pub fn key_file_path(flag: Option<&Path>) -> std::result::Result<PathBuf, KeyFileError> {
+    if let Some(f) = flag {
+        return Ok(f.to_path_buf());
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(f) = env(KEY_FILE_ENV) {
+        return Ok(PathBuf::from(f));
+    }
+    if let Some(x) = env("XDG_CONFIG_HOME") {
+        return Ok(PathBuf::from(x).join("oss").join("key"));
+    }
+    let home = env("HOME").ok_or(KeyFileError::NoHome)?;
+    Ok(PathBuf::from(home).join(".config").join("oss").join("key"))
+}
+
+/// Reads the credentials (`NAME:KEY`, one line) from where [`key_file_path`] says.
+pub fn load_credentials(flag: Option<&Path>) -> std::result::Result<Credentials, KeyFileError> {
+    let path = key_file_path(flag)?;
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyFileError::Missing(path))
+        }
+        Err(e) => return Err(KeyFileError::Read(path, e)),
+    };
+    Credentials::from_key_line(&text).map_err(|e| KeyFileError::Malformed(path, e))
+}
 /// Idle connections kept per client.
 const POOL_MAX: usize = 32;
 
 pub struct Client {
     addr: String,
+    creds: Credentials,
     connect_timeout: Duration,
     pool: Mutex<Vec<Connection>>,
 }
@@ -32,9 +79,10 @@ pub struct Client {
 pub type ProgressFn<'a> = &'a mut (dyn FnMut(u64) + Send);
 
 impl Client {
-    pub fn new(addr: impl Into<String>) -> Self {
+    pub fn new(addr: impl Into<String>, creds: Credentials) -> Self {
         Client {
             addr: addr.into(),
+            creds,
             connect_timeout: Duration::from_secs(5),
             pool: Mutex::new(Vec::new()),
         }
@@ -53,7 +101,7 @@ impl Client {
                 None => break,
             }
         }
-        Connection::connect(&self.addr, self.connect_timeout)
+        Connection::connect(&self.addr, self.connect_timeout, &self.creds)
             .await
             .map_err(|e| match e {
                 Error::Io(io) => Error::Remote(WireError::Unavailable(format!(
@@ -393,6 +441,51 @@ impl Client {
             .await?
         {
             Response::Checked(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster's capacity (for `df`); any key may ask.
+    pub async fn usage(&self) -> Result<crate::wire::Usage> {
+        match self.call(&ClientRequest::Usage).await? {
+            Response::Usage(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Admin: a new user; returns the key line to show once.
+    pub async fn user_add(&self, name: &str) -> Result<String> {
+        self.new_key(&ClientRequest::UserAdd {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Admin: a new key for a user; the old one stops working at once.
+    pub async fn user_rotate(&self, name: &str) -> Result<String> {
+        self.new_key(&ClientRequest::UserRotate {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn user_list(&self) -> Result<Vec<String>> {
+        match self.call(&ClientRequest::UserList).await? {
+            Response::Users(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn user_remove(&self, name: &str) -> Result<()> {
+        self.expect_ok(&ClientRequest::UserRemove {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    async fn new_key(&self, req: &ClientRequest) -> Result<String> {
+        match self.call(req).await? {
+            Response::NewKey(k) => Ok(k),
             other => Err(unexpected(other)),
         }
     }

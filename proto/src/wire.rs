@@ -18,8 +18,20 @@
 //! [`Chunk::Abort`]. Uploads end with an [`UploadTrailer`] header after `END`, carrying the
 //! MD5 the sender computed, so unknown-length input (stdin) streams too.
 //!
-//! Every connection starts with [`Hello`] from the client and [`Response::HelloOk`] from the
-//! server; a version mismatch is refused with [`WireError::Version`].
+//! Every connection starts with a login (see [`crate::auth`] for the cryptography):
+//!
+//! ```text
+//! client → server   Hello { magic, version, user, nonce }
+//! server → client   Response::Challenge { salt, nonce }     (or Error: version mismatch)
+//! client → server   HelloProof { proof }
+//! server → client   Response::HelloOk { version, signature } (or Error: AuthFailed, close)
+//! ```
+//!
+//! A client speaks for a user with that user's key; the proxy speaks to storage servers as
+//! [`CLUSTER_USER`] with the cluster secret. The client checks the server's signature, so
+//! both ends are authenticated and neither key crosses the wire. The version in `Hello` is
+//! where a transport upgrade (TLS) will be negotiated: a server that does not speak the
+//! client's version says so before anything else is exchanged.
 
 use std::fmt;
 use std::time::Duration;
@@ -30,12 +42,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::auth::{self, AuthMessage, Key, Nonce, Salt, Tag, Verifier};
 use crate::name::{NameError, ObjectName};
 use crate::ring::DevId;
 
 /// Bumped whenever a message's shape changes: postcard is not self-describing, so both ends
 /// must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+/// The user the proxy logs in as on storage servers, with the cluster secret.
+pub const CLUSTER_USER: &str = "oss-cluster";
 /// Sent in [`Hello`] so a stray client (an HTTP probe, say) is told off quickly.
 pub const MAGIC: [u8; 4] = *b"oss1";
 /// Largest header frame. Listings are paged well below this; anything larger is garbage.
@@ -251,21 +266,21 @@ impl ListQuery {
 
     /// The rolled-up key of a file name under this query: the name itself, or with a
     /// delimiter after the prefix, the prefix up to and including that delimiter.
-    pub fn roll_up<'a>(&self, file: &'a str) -> Key<'a> {
+    pub fn roll_up<'a>(&self, file: &'a str) -> ListKey<'a> {
         if let Some(d) = self.delimiter {
             if let Some(rest) = file.get(self.prefix.len()..) {
                 if let Some(i) = rest.find(d) {
-                    return Key::Prefix(&file[..self.prefix.len() + i + d.len_utf8()]);
+                    return ListKey::Prefix(&file[..self.prefix.len() + i + d.len_utf8()]);
                 }
             }
         }
-        Key::Name(file)
+        ListKey::Name(file)
     }
 }
 
 /// A name as a listing sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Key<'a> {
+pub enum ListKey<'a> {
     Name(&'a str),
     Prefix(&'a str),
 }
@@ -329,6 +344,12 @@ pub enum WireError {
     Version { server: u32, client: u32 },
     #[error("disk full")]
     DiskFull,
+    /// The login failed: wrong key, unknown user, or (seen by a client) a server that could
+    /// not prove it knows the key.
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Refused(String),
     #[error("I/O error: {0}")]
@@ -342,23 +363,46 @@ pub enum WireError {
 pub struct Hello {
     pub magic: [u8; 4],
     pub version: u32,
-    /// Room for per-user keys and a cluster secret (planned); `None` today.
-    pub credentials: Option<String>,
+    /// Who the client speaks for.
+    pub user: String,
+    pub nonce: Nonce,
 }
 
-impl Hello {
-    pub fn new() -> Self {
-        Hello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            credentials: None,
+/// The client's third message: proof that it holds the user's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloProof {
+    pub proof: Tag,
+}
+
+/// Who a connection speaks for, and the key that proves it.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub key: Key,
+}
+
+impl Credentials {
+    /// The proxy's credentials towards storage servers.
+    pub fn cluster(secret: Key) -> Self {
+        Credentials {
+            user: CLUSTER_USER.to_owned(),
+            key: secret,
         }
     }
-}
 
-impl Default for Hello {
-    fn default() -> Self {
-        Self::new()
+    /// A user's credentials from a key line as `oss user add` prints it: `NAME:HEX`. The
+    /// whole line is the key; the name is what comes before its last ':'.
+    pub fn from_key_line(text: &[u8]) -> Result<Self, auth::KeyError> {
+        let key = Key::from_text(text)?;
+        let line = std::str::from_utf8(key.as_text()).map_err(|_| auth::KeyError::Malformed)?;
+        let (user, secret) = line.rsplit_once(':').ok_or(auth::KeyError::Malformed)?;
+        if user.is_empty() || secret.len() < auth::MIN_KEY_LEN {
+            return Err(auth::KeyError::Malformed);
+        }
+        Ok(Credentials {
+            user: user.to_owned(),
+            key,
+        })
     }
 }
 
@@ -414,6 +458,16 @@ pub enum ClientRequest {
     Repair,
     /// Ask every storage server to run one audit pass now. Answer: `Ok` when they are done.
     Audit,
+    /// The cluster's capacity as a file system sees it (any key). Answer: `Usage`.
+    Usage,
+    /// Admin only: a new user with a new key. Answer: `NewKey` (shown this once).
+    UserAdd { name: String },
+    /// Admin only. Answer: `Users`.
+    UserList,
+    /// Admin only: the user's key stops working at once; their files stay. Answer: `Ok`.
+    UserRemove { name: String },
+    /// Admin only: a new key; the old one stops working at once. Answer: `NewKey`.
+    UserRotate { name: String },
 }
 
 /// Requests from the proxy to a storage server.
@@ -538,6 +592,15 @@ pub struct ServerStatus {
     pub stats: Option<DiskStats>,
 }
 
+/// What `df` shows of the cluster: the ring's servers' disks divided by the replica count
+/// (a byte stored takes `replicas` bytes of disk), and the objects they hold, once each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub total: u64,
+    pub free: u64,
+    pub objects: u64,
+}
+
 /// Progress of a background job (rebalance, refill, repair).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -563,8 +626,14 @@ pub struct ClusterStatus {
 /// Every answer, from proxy or storage server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
+    Challenge {
+        salt: Salt,
+        nonce: Nonce,
+    },
     HelloOk {
         version: u32,
+        /// The server's proof that it holds the client's verifier.
+        signature: Tag,
     },
     Ok,
     Stored(ObjectMeta),
@@ -593,6 +662,9 @@ pub enum Response {
     Quarantined(Vec<ObjectName>),
     Status(ClusterStatus),
     Partitions(Vec<u32>),
+    /// A key line (`NAME:KEY`) to hand to the user; the proxy keeps only its verifier.
+    NewKey(String),
+    Usage(Usage),
     Error(WireError),
 }
 
@@ -665,29 +737,72 @@ impl Connection {
         }
     }
 
-    /// Connects and performs the client side of the handshake.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Self> {
+    /// Connects and logs in as `creds` (the client side of the handshake).
+    pub async fn connect(addr: &str, timeout: Duration, creds: &Credentials) -> Result<Self> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Timeout)??;
         let mut conn = Connection::new(stream);
-        conn.write_header(&Hello::new()).await?;
-        conn.flush().await?;
-        match tokio::time::timeout(timeout, conn.read_header::<Response>()).await {
+        match tokio::time::timeout(timeout, conn.login(creds)).await {
             Err(_) => Err(Error::Timeout),
-            Ok(r) => match r? {
-                Some(Response::HelloOk { .. }) => Ok(conn),
-                Some(Response::Error(e)) => Err(Error::Remote(e)),
-                Some(other) => Err(Error::Protocol(format!(
-                    "unexpected handshake answer {other:?}"
-                ))),
-                None => Err(Error::Closed),
-            },
+            Ok(r) => r.map(|()| conn),
         }
     }
 
-    /// Server side of the handshake: reads [`Hello`], answers, and fails on a mismatch.
-    pub async fn accept_hello(&mut self) -> Result<Hello> {
+    async fn login(&mut self, creds: &Credentials) -> Result<()> {
+        let nonce: Nonce = auth::random();
+        self.write_header(&Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            user: creds.user.clone(),
+            nonce,
+        })
+        .await?;
+        self.flush().await?;
+        let (salt, server_nonce) = match self.read_header::<Response>().await? {
+            Some(Response::Challenge { salt, nonce }) => (salt, nonce),
+            Some(Response::Error(e)) => return Err(Error::Remote(e)),
+            Some(other) => {
+                return Err(Error::Protocol(format!(
+                    "unexpected handshake answer {other:?}"
+                )))
+            }
+            None => return Err(Error::Closed),
+        };
+        let msg = AuthMessage::new(&creds.user, &nonce, &server_nonce, &salt);
+        self.write_header(&HelloProof {
+            proof: auth::client_proof(&creds.key, &salt, &msg),
+        })
+        .await?;
+        self.flush().await?;
+        match self.read_header::<Response>().await? {
+            Some(Response::HelloOk { signature, .. }) => {
+                if auth::check_server_signature(&creds.key, &salt, &msg, &signature) {
+                    Ok(())
+                } else {
+                    Err(Error::Remote(WireError::AuthFailed(format!(
+                        "{} could not prove that it knows the key",
+                        self.peer
+                    ))))
+                }
+            }
+            Some(Response::Error(e)) => Err(Error::Remote(e)),
+            Some(other) => Err(Error::Protocol(format!(
+                "unexpected handshake answer {other:?}"
+            ))),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Server side of the handshake: reads [`Hello`], challenges, checks the proof against
+    /// the verifier `verifier_for(user)` returns (`None`: no such user; a decoy from
+    /// `decoy_secret` is used so the exchange looks the same), and answers. Returns the
+    /// logged-in user; on a mismatch it answers [`WireError::AuthFailed`] and fails.
+    pub async fn accept_hello(
+        &mut self,
+        decoy_secret: &Key,
+        verifier_for: impl FnOnce(&str) -> Option<Verifier>,
+    ) -> Result<String> {
         let hello: Hello = self.read_header().await?.ok_or(Error::Closed)?;
         if hello.magic != MAGIC || hello.version != PROTOCOL_VERSION {
             let e = WireError::Version {
@@ -698,12 +813,34 @@ impl Connection {
             self.flush().await?;
             return Err(Error::Remote(e));
         }
-        self.write_header(&Response::HelloOk {
-            version: PROTOCOL_VERSION,
+        let known = verifier_for(&hello.user);
+        let is_known = known.is_some();
+        let verifier = known.unwrap_or_else(|| Verifier::decoy(decoy_secret, &hello.user));
+        let nonce: Nonce = auth::random();
+        self.write_header(&Response::Challenge {
+            salt: verifier.salt,
+            nonce,
         })
         .await?;
         self.flush().await?;
-        Ok(hello)
+        let proof: HelloProof = self.read_header().await?.ok_or(Error::Closed)?;
+        let msg = AuthMessage::new(&hello.user, &hello.nonce, &nonce, &verifier.salt);
+        if !(verifier.check_proof(&msg, &proof.proof) && is_known) {
+            let e = WireError::AuthFailed(format!("wrong key for user {:?}", hello.user));
+            self.write_header(&Response::Error(WireError::AuthFailed(
+                "wrong key or unknown user".into(),
+            )))
+            .await?;
+            self.flush().await?;
+            return Err(Error::Remote(e));
+        }
+        self.write_header(&Response::HelloOk {
+            version: PROTOCOL_VERSION,
+            signature: verifier.server_signature(&msg),
+        })
+        .await?;
+        self.flush().await?;
+        Ok(hello.user)
     }
 
     /// False when the peer has closed the connection (or sent something unasked) while it
@@ -1038,13 +1175,13 @@ mod tests {
             delimiter: d,
             ..Default::default()
         };
-        assert_eq!(q("", Some('/')).roll_up("a/b/c"), Key::Prefix("a/"));
-        assert_eq!(q("", Some('/')).roll_up("a-b"), Key::Name("a-b"));
-        assert_eq!(q("a/", Some('/')).roll_up("a/b/c"), Key::Prefix("a/b/"));
-        assert_eq!(q("a/", Some('/')).roll_up("a/b"), Key::Name("a/b"));
-        assert_eq!(q("a", Some('/')).roll_up("a/b"), Key::Prefix("a/"));
-        assert_eq!(q("", None).roll_up("a/b/c"), Key::Name("a/b/c"));
-        assert_eq!(q("", Some('-')).roll_up("x-y-z"), Key::Prefix("x-"));
+        assert_eq!(q("", Some('/')).roll_up("a/b/c"), ListKey::Prefix("a/"));
+        assert_eq!(q("", Some('/')).roll_up("a-b"), ListKey::Name("a-b"));
+        assert_eq!(q("a/", Some('/')).roll_up("a/b/c"), ListKey::Prefix("a/b/"));
+        assert_eq!(q("a/", Some('/')).roll_up("a/b"), ListKey::Name("a/b"));
+        assert_eq!(q("a", Some('/')).roll_up("a/b"), ListKey::Prefix("a/"));
+        assert_eq!(q("", None).roll_up("a/b/c"), ListKey::Name("a/b/c"));
+        assert_eq!(q("", Some('-')).roll_up("x-y-z"), ListKey::Prefix("x-"));
     }
 
     #[test]
@@ -1089,14 +1226,149 @@ mod tests {
         assert_eq!(a.validate(), Err(AttrsError::TooLarge));
     }
 
+    fn creds(user: &str, c: char) -> Credentials {
+        Credentials {
+            user: user.into(),
+            key: Key::from_text(c.to_string().repeat(40).as_bytes()).unwrap(),
+        }
+    }
+
+    /// A server that knows alice's key 'a' answers one login; returns both ends' results.
+    async fn login_with(client: Credentials) -> (Result<()>, Result<String>) {
+        let (mut a, mut b) = pair().await;
+        let known = creds("alice", 'a');
+        let decoy = Key::from_text(&[b'd'; 40]).unwrap();
+        let server = tokio::spawn(async move {
+            b.accept_hello(&decoy, |u| {
+                (u == "alice").then(|| Verifier::new(&known.key))
+            })
+            .await
+        });
+        let c = a.login(&client).await;
+        (c, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn handshake_logs_in_with_the_right_key_only() {
+        let (c, s) = login_with(creds("alice", 'a')).await;
+        assert!(c.is_ok(), "{c:?}");
+        assert_eq!(s.unwrap(), "alice");
+        for bad in [creds("alice", 'b'), creds("mallory", 'a')] {
+            let (c, s) = login_with(bad).await;
+            assert!(
+                matches!(c, Err(Error::Remote(WireError::AuthFailed(_)))),
+                "{c:?}"
+            );
+            assert!(s.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_without_the_key_is_caught_by_the_client() {
+        let (mut a, mut b) = pair().await;
+        // A fake server: accepts any proof and signs with a verifier of another key.
+        let fake = tokio::spawn(async move {
+            let hello: Hello = b.expect_header().await.unwrap();
+            let v = Verifier::new(&Key::from_text(&[b'x'; 40]).unwrap());
+            let nonce: Nonce = auth::random();
+            b.write_header(&Response::Challenge {
+                salt: v.salt,
+                nonce,
+            })
+            .await
+            .unwrap();
+            b.flush().await.unwrap();
+            let _: HelloProof = b.expect_header().await.unwrap();
+            let msg = AuthMessage::new(&hello.user, &hello.nonce, &nonce, &v.salt);
+            b.write_header(&Response::HelloOk {
+                version: PROTOCOL_VERSION,
+                signature: v.server_signature(&msg),
+            })
+            .await
+            .unwrap();
+            b.flush().await.unwrap();
+        });
+        let r = a.login(&creds("alice", 'a')).await;
+        assert!(
+            matches!(r, Err(Error::Remote(WireError::AuthFailed(_)))),
+            "{r:?}"
+        );
+        fake.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replayed_or_truncated_handshake_is_refused() {
+        // Record a good login's messages, then replay them to a new server.
+        let (mut a, mut b) = pair().await;
+        let k = creds("alice", 'a');
+        let v = Verifier::new(&k.key);
+        let decoy = Key::from_text(&[b'd'; 40]).unwrap();
+        let (v2, decoy2) = (v.clone(), decoy.clone());
+        let server = tokio::spawn(async move { b.accept_hello(&decoy2, |_| Some(v2)).await });
+        let nonce: Nonce = auth::random();
+        let hello = Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            user: "alice".into(),
+            nonce,
+        };
+        a.write_header(&hello).await.unwrap();
+        a.flush().await.unwrap();
+        let Some(Response::Challenge { salt, nonce: sn }) = a.read_header().await.unwrap() else {
+            panic!("no challenge")
+        };
+        let proof = auth::client_proof(
+            &k.key,
+            &salt,
+            &AuthMessage::new("alice", &nonce, &sn, &salt),
+        );
+        a.write_header(&HelloProof { proof }).await.unwrap();
+        a.flush().await.unwrap();
+        assert!(server.await.unwrap().is_ok());
+        // The replay: same Hello, same proof; the new server's nonce differs.
+        let (mut a, mut b) = pair().await;
+        let server = tokio::spawn(async move { b.accept_hello(&decoy, |_| Some(v)).await });
+        a.write_header(&hello).await.unwrap();
+        a.flush().await.unwrap();
+        let _: Response = a.expect_header().await.unwrap();
+        a.write_header(&HelloProof { proof }).await.unwrap();
+        a.flush().await.unwrap();
+        assert!(matches!(
+            a.read_response().await,
+            Err(Error::Remote(WireError::AuthFailed(_)))
+        ));
+        assert!(server.await.unwrap().is_err());
+        // Truncated: the client goes away after Hello; the server fails, no panic.
+        let (mut a, mut b) = pair().await;
+        let key = Key::from_text(&[b'd'; 40]).unwrap();
+        let server = tokio::spawn(async move { b.accept_hello(&key, |_| None).await });
+        a.write_header(&hello).await.unwrap();
+        a.write_raw(&[KIND_HEADER, 0, 0]).await.unwrap();
+        a.flush().await.unwrap();
+        drop(a);
+        assert!(server.await.unwrap().is_err());
+    }
+
+    #[test]
+    fn key_lines_name_their_user() {
+        let line = format!("al:ice:{}\n", "f".repeat(64));
+        let c = Credentials::from_key_line(line.as_bytes()).unwrap();
+        assert_eq!(c.user, "al:ice");
+        assert_eq!(c.key.as_text(), line.trim_end().as_bytes());
+        assert!(Credentials::from_key_line("f".repeat(64).as_bytes()).is_err());
+        assert!(Credentials::from_key_line(format!(":{}", "f".repeat(64)).as_bytes()).is_err());
+    }
+
     #[tokio::test]
     async fn version_mismatch_is_refused() {
         let (mut a, mut b) = pair().await;
-        let server = tokio::spawn(async move { b.accept_hello().await });
+        let key = Key::from_text(&[b'd'; 40]).unwrap();
+        let server = tokio::spawn(async move { b.accept_hello(&key, |_| None).await });
         a.write_header(&Hello {
             magic: MAGIC,
             version: 999,
-            credentials: None,
+            user: "alice".into(),
+            nonce: [0; 32],
         })
         .await
         .unwrap();

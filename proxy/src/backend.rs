@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oss_proto::wire::{
-    Chunk, Connection, DiskStats, Error, ObjectMeta, Response, Result, StorageRequest, WireError,
+    Chunk, Connection, Credentials, DiskStats, Error, ObjectMeta, Response, Result, StorageRequest,
+    WireError,
 };
 use oss_proto::ObjectName;
 
@@ -22,6 +23,8 @@ const POOL_MAX: usize = 64;
 
 pub struct Backends {
     pools: Mutex<HashMap<String, Vec<Connection>>>,
+    /// The cluster user and secret every storage connection logs in with.
+    creds: Credentials,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub stream_timeout: Duration,
@@ -33,6 +36,7 @@ impl Backends {
     pub fn new(cfg: &crate::config::Config, health: Arc<Health>) -> Self {
         Backends {
             pools: Mutex::new(HashMap::new()),
+            creds: Credentials::cluster(cfg.secret.clone()),
             connect_timeout: cfg.connect_timeout,
             io_timeout: cfg.io_timeout,
             stream_timeout: cfg.stream_timeout,
@@ -56,12 +60,28 @@ impl Backends {
                 None => break,
             }
         }
-        match Connection::connect(addr, self.connect_timeout).await {
+        match self.connect(addr).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.failed(addr, &e);
                 Err(e)
             }
+        }
+    }
+
+    /// A new connection, logged in with the cluster secret. A server that refuses the
+    /// secret, or cannot prove it knows it, is a "secret mismatch": counted as a failure
+    /// (it must not be used), and said so in the error.
+    async fn connect(&self, addr: &str) -> Result<Connection> {
+        match Connection::connect(addr, self.connect_timeout, &self.creds).await {
+            Err(Error::Remote(WireError::AuthFailed(why))) => {
+                let e = WireError::AuthFailed(format!(
+                    "secret mismatch: {addr} does not share this proxy's cluster secret ({why})"
+                ));
+                self.health.request_failed(addr, &e.to_string());
+                Err(Error::Remote(e))
+            }
+            r => r,
         }
     }
 
@@ -160,7 +180,7 @@ impl Backends {
 
     pub async fn ping(&self, addr: &str) -> Result<DiskStats> {
         // A fresh connection each time: a check must prove the server accepts connections.
-        let mut c = Connection::connect(addr, self.connect_timeout).await?;
+        let mut c = self.connect(addr).await?;
         let r = tokio::time::timeout(self.connect_timeout, async {
             c.write_header(&StorageRequest::Ping).await?;
             c.flush().await?;

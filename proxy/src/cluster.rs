@@ -21,6 +21,7 @@ use crate::backend::Backends;
 use crate::config::Config;
 use crate::health::Health;
 use crate::state::{MoveKind, OutsideServer, Persisted, QueuedMove, StateError};
+use crate::users::Users;
 
 /// Jobs kept for `oss status` once finished.
 const JOBS_KEPT: usize = 8;
@@ -50,6 +51,10 @@ pub struct Proxy {
     /// Serializes admin changes to the plan (add, remove, offline) with each other.
     pub admin: tokio::sync::Mutex<()>,
     pub started: Instant,
+    /// Who may log in (verifiers only).
+    pub users: Users,
+    /// Slows down client addresses whose logins keep failing.
+    pub throttle: oss_proto::auth::Throttle,
 }
 
 impl Proxy {
@@ -97,8 +102,17 @@ impl Proxy {
                 p
             }
         };
+        let (users, created) = Users::open(&cfg.state_dir)?;
+        if let Some(path) = created.admin_key_file {
+            info!(
+                path = %path.display(),
+                "created the admin key (mode 0600); keep it, then remove it from the state directory"
+            );
+        }
         let health = Arc::new(Health::new());
         Ok(Arc::new(Proxy {
+            users,
+            throttle: oss_proto::auth::Throttle::default(),
             backends: Backends::new(&cfg, health),
             cfg,
             state: Mutex::new(state),
@@ -107,6 +121,25 @@ impl Proxy {
             admin: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         }))
+    }
+
+    /// The ring's servers' disks as one file system: divided by the replica count.
+    pub fn usage(&self) -> oss_proto::wire::Usage {
+        let st = self.status();
+        let replicas = u64::from(st.replicas.max(1));
+        let (mut total, mut free, mut objects) = (0u64, 0u64, 0u64);
+        for s in st.servers.iter().filter(|s| s.id.is_some()) {
+            if let Some(d) = &s.stats {
+                total += d.disk_total;
+                free += d.disk_free;
+                objects += d.objects;
+            }
+        }
+        oss_proto::wire::Usage {
+            total: total / replicas,
+            free: free / replicas,
+            objects: objects / replicas,
+        }
     }
 
     /// A timestamp newer than any this proxy handed out before.
@@ -579,10 +612,14 @@ pub fn normalize_addr(addr: &str) -> Result<String, WireError> {
 mod tests {
     use super::*;
 
+    fn test_secret() -> oss_proto::auth::Key {
+        oss_proto::auth::Key::from_text(&[b's'; 40]).unwrap()
+    }
+
     #[test]
     fn timestamps_strictly_increase() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::new(dir.path());
+        let mut cfg = Config::new(dir.path(), test_secret());
         cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
         cfg.partitions = Some(16);
         let p = Proxy::open(cfg).unwrap();
@@ -597,7 +634,7 @@ mod tests {
     #[test]
     fn observed_timestamps_push_the_clock_forward() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::new(dir.path());
+        let mut cfg = Config::new(dir.path(), test_secret());
         cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
         cfg.partitions = Some(16);
         let p = Proxy::open(cfg).unwrap();
@@ -609,13 +646,13 @@ mod tests {
     #[test]
     fn contradicting_flags_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::new(dir.path());
+        let mut cfg = Config::new(dir.path(), test_secret());
         cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
         cfg.partitions = Some(16);
         Proxy::open(cfg.clone()).unwrap();
         // Same flags, or none: fine.
         Proxy::open(cfg.clone()).unwrap();
-        Proxy::open(Config::new(dir.path())).unwrap();
+        Proxy::open(Config::new(dir.path(), test_secret())).unwrap();
         let mut bad = cfg.clone();
         bad.partitions = Some(32);
         let e = Proxy::open(bad).err().unwrap().to_string();
@@ -642,8 +679,8 @@ mod tests {
     #[test]
     fn first_start_needs_disks_and_a_power_of_two() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Proxy::open(Config::new(dir.path())).is_err());
-        let mut cfg = Config::new(dir.path());
+        assert!(Proxy::open(Config::new(dir.path(), test_secret())).is_err());
+        let mut cfg = Config::new(dir.path(), test_secret());
         cfg.disks = vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()];
         cfg.partitions = Some(1000);
         assert!(Proxy::open(cfg).is_err());

@@ -3,10 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use oss_proto::auth::Key;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the ring and the cluster state live.
     pub state_dir: PathBuf,
+    /// The cluster secret shared with the storage servers.
+    pub secret: Key,
     /// Only used the first time a state directory is used (then the persisted ring rules).
     pub partitions: Option<u32>,
     pub replicas: Option<u8>,
@@ -31,9 +35,10 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(state_dir: impl Into<PathBuf>, secret: Key) -> Self {
         Config {
             state_dir: state_dir.into(),
+            secret,
             partitions: None,
             replicas: None,
             disks: Vec::new(),

@@ -10,7 +10,9 @@
 //! - [`listing`]: listing pages merged from every server's sorted index.
 //! - [`repair`]: the one copy mechanism (object, partition) and everything built on it.
 //! - [`worker`]: background work: disk checks, partition moves, quarantine repair, repair passes.
-//! - [`server`]: accepting clients and dispatching their requests.
+//! - [`server`]: accepting clients, their logins, and dispatching their requests (with the
+//!   one permission check).
+//! - [`users`]: who may log in: per-user verifiers and the admin key.
 
 pub mod backend;
 pub mod cluster;
@@ -21,6 +23,7 @@ pub mod object;
 pub mod repair;
 pub mod server;
 pub mod state;
+pub mod users;
 pub mod worker;
 
 use std::future::Future;

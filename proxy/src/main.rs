@@ -20,6 +20,11 @@ struct Args {
     /// Directory holding the ring and the cluster state.
     #[arg(long)]
     state: PathBuf,
+    /// The cluster secret shared with the storage servers: a file of at least 32 random
+    /// bytes as text, readable by its owner only. Required (optional here only so that its
+    /// absence gets one clear line).
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
     /// Number of partitions, a power of two (first start only; default 1024).
     #[arg(long)]
     partitions: Option<u32>,
@@ -57,7 +62,11 @@ fn real_main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let mut cfg = Config::new(args.state);
+    let secret_file = args.secret_file.as_deref().context(
+        "--secret-file FILE is required (the cluster secret shared with the storage servers)",
+    )?;
+    let secret = oss_proto::auth::read_secret_file(secret_file)?;
+    let mut cfg = Config::new(args.state, secret);
     cfg.partitions = args.partitions;
     cfg.replicas = args.replicas;
     cfg.disks = args.disks;

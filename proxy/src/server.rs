@@ -2,7 +2,11 @@
 //! handler, answer.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oss_proto::auth::Verifier;
 
 use oss_proto::wire::{ClientRequest, Connection, Error, Response, WireError};
 use tokio::net::TcpListener;
@@ -10,6 +14,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::cluster::Proxy;
 use crate::object::{self, Outcome};
+use crate::users::ADMIN;
 use crate::{repair, worker};
 
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -24,7 +29,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Futu
                 Ok((stream, peer)) => {
                     let p = proxy.clone();
                     let span = tracing::info_span!("client", %peer);
-                    tokio::spawn(async move { handle_connection(p, Connection::new(stream)).await }.instrument(span));
+                    tokio::spawn(async move { handle_connection(p, Connection::new(stream), peer).await }.instrument(span));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -36,11 +41,106 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Futu
     }
 }
 
-async fn handle_connection(proxy: Arc<Proxy>, mut conn: Connection) {
-    if let Err(e) = conn.accept_hello().await {
-        debug!(error = %e, "handshake refused");
-        return;
+/// Longest a client may take over its login.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who a connection logged in as, and with which verifier (so a removed or rotated key
+/// stops working on connections that are already open).
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    verifier: Verifier,
+}
+
+impl Login {
+    pub fn is_admin(&self) -> bool {
+        self.user == ADMIN
     }
+}
+
+async fn login(proxy: &Proxy, conn: &mut Connection, peer: SocketAddr) -> Option<Login> {
+    let delay = proxy.throttle.delay(peer.ip(), Instant::now());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut used = None;
+    let attempt = conn.accept_hello(&proxy.cfg.secret, |user| {
+        let v = proxy.users.verifier(user);
+        used = v.clone();
+        v
+    });
+    match tokio::time::timeout(LOGIN_TIMEOUT, attempt).await {
+        Ok(Ok(user)) => {
+            proxy.throttle.succeeded(peer.ip());
+            Some(Login {
+                user,
+                verifier: used.expect("a login succeeds only with a verifier"),
+            })
+        }
+        Ok(Err(Error::Remote(WireError::AuthFailed(why)))) => {
+            proxy.throttle.failed(peer.ip(), Instant::now());
+            warn!(%peer, %why, "login failed");
+            None
+        }
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "handshake refused");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "login timed out");
+            None
+        }
+    }
+}
+
+/// The one permission check: a user's key reaches only names below its own user; the admin
+/// key reaches everything. Cluster operations and user management are the admin's.
+pub fn authorize(login: &Login, req: &ClientRequest) -> Result<(), WireError> {
+    if login.is_admin() {
+        return Ok(());
+    }
+    let own = |user: &str, what: &str| {
+        if user == login.user {
+            Ok(())
+        } else {
+            Err(WireError::PermissionDenied(format!(
+                "{} may not {what} {user}'s files",
+                login.user
+            )))
+        }
+    };
+    match req {
+        ClientRequest::Upload { name, .. } => own(name.user(), "write"),
+        ClientRequest::Download { name, .. } | ClientRequest::Stat { name } => {
+            own(name.user(), "read")
+        }
+        ClientRequest::Delete { name } => own(name.user(), "delete"),
+        ClientRequest::List(q) => own(&q.user, "list"),
+        ClientRequest::Copy { src, dst, .. } => {
+            own(src.user(), "read")?;
+            own(dst.user(), "write")
+        }
+        ClientRequest::ListUsers | ClientRequest::Usage => Ok(()),
+        ClientRequest::Status
+        | ClientRequest::AddDisk { .. }
+        | ClientRequest::RemoveDisk { .. }
+        | ClientRequest::Check { .. }
+        | ClientRequest::Repair
+        | ClientRequest::Audit
+        | ClientRequest::UserAdd { .. }
+        | ClientRequest::UserList
+        | ClientRequest::UserRemove { .. }
+        | ClientRequest::UserRotate { .. } => Err(WireError::PermissionDenied(format!(
+            "{} is an admin operation",
+            request_kind(req)
+        ))),
+    }
+}
+
+async fn handle_connection(proxy: Arc<Proxy>, mut conn: Connection, peer: SocketAddr) {
+    let Some(login) = login(&proxy, &mut conn, peer).await else {
+        return;
+    };
     loop {
         let req: ClientRequest = match conn.read_header().await {
             Ok(Some(r)) => r,
@@ -59,8 +159,33 @@ async fn handle_connection(proxy: Arc<Proxy>, mut conn: Connection) {
             }
         };
         let kind = request_kind(&req);
-        let span = tracing::debug_span!("request", kind);
-        let out = dispatch(&proxy, &mut conn, req).instrument(span).await;
+        let span = tracing::debug_span!("request", kind, user = %login.user);
+        let allowed = if proxy.users.still_valid(&login.user, &login.verifier) {
+            authorize(&login, &req)
+        } else {
+            Err(WireError::AuthFailed(format!(
+                "the key of {} was removed or replaced",
+                login.user
+            )))
+        };
+        let out = match allowed {
+            Ok(()) => {
+                dispatch(&proxy, &mut conn, req, &login)
+                    .instrument(span)
+                    .await
+            }
+            Err(e) => {
+                info!(user = %login.user, kind, error = %e, "refused");
+                // An upload's body follows its request: it is not read, so the
+                // connection cannot go on.
+                let close = matches!(req, ClientRequest::Upload { .. })
+                    || matches!(e, WireError::AuthFailed(_));
+                Outcome {
+                    resp: Some(Response::Error(e)),
+                    close,
+                }
+            }
+        };
         if let Some(resp) = out.resp {
             if conn.write_header(&resp).await.is_err() {
                 return;
@@ -87,6 +212,11 @@ fn request_kind(r: &ClientRequest) -> &'static str {
         ClientRequest::Check { .. } => "check",
         ClientRequest::Repair => "repair",
         ClientRequest::Audit => "audit",
+        ClientRequest::Usage => "usage",
+        ClientRequest::UserAdd { .. } => "user add",
+        ClientRequest::UserList => "user list",
+        ClientRequest::UserRemove { .. } => "user remove",
+        ClientRequest::UserRotate { .. } => "user rotate",
     }
 }
 
@@ -97,7 +227,12 @@ fn answer(r: Result<Response, WireError>) -> Outcome {
     }
 }
 
-async fn dispatch(proxy: &Arc<Proxy>, conn: &mut Connection, req: ClientRequest) -> Outcome {
+async fn dispatch(
+    proxy: &Arc<Proxy>,
+    conn: &mut Connection,
+    req: ClientRequest,
+    login: &Login,
+) -> Outcome {
     match req {
         ClientRequest::Upload { name, size, attrs } => {
             object::upload(proxy, conn, name, size, attrs).await
@@ -109,7 +244,36 @@ async fn dispatch(proxy: &Arc<Proxy>, conn: &mut Connection, req: ClientRequest)
         ClientRequest::Stat { name } => object::stat(proxy, name).await,
         ClientRequest::Delete { name } => object::delete(proxy, name).await,
         ClientRequest::List(q) => answer(crate::listing::list(proxy, q).await),
+        // A user sees only its own directory at the top.
+        ClientRequest::ListUsers if !login.is_admin() => {
+            answer(Ok(Response::Users(vec![login.user.clone()])))
+        }
         ClientRequest::ListUsers => object::list_users(proxy).await,
+        ClientRequest::UserAdd { name } => {
+            answer(proxy.users.add(&name).map(Response::NewKey).inspect(|_| {
+                info!(user = %name, "user added");
+            }))
+        }
+        ClientRequest::UserList => answer(Ok(Response::Users(proxy.users.names()))),
+        ClientRequest::Usage => answer(Ok(Response::Usage(proxy.usage()))),
+        ClientRequest::UserRemove { name } => answer(
+            proxy
+                .users
+                .remove(&name)
+                .map(|()| Response::Ok)
+                .inspect(|_| {
+                    info!(user = %name, "user removed");
+                }),
+        ),
+        ClientRequest::UserRotate { name } => answer(
+            proxy
+                .users
+                .rotate(&name)
+                .map(Response::NewKey)
+                .inspect(|_| {
+                    info!(user = %name, "key rotated");
+                }),
+        ),
         ClientRequest::Status => answer(Ok(Response::Status(proxy.status()))),
         ClientRequest::AddDisk { addr } => answer(proxy.add_disk(addr).await.map(|_| Response::Ok)),
         ClientRequest::RemoveDisk { addr } => {
@@ -120,5 +284,90 @@ async fn dispatch(proxy: &Arc<Proxy>, conn: &mut Connection, req: ClientRequest)
         }
         ClientRequest::Repair => answer(worker::start_repair(proxy).map(|_| Response::Ok)),
         ClientRequest::Audit => answer(worker::audit_all(proxy).await.map(|_| Response::Ok)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oss_proto::wire::ListQuery;
+    use oss_proto::ObjectName;
+
+    fn login(user: &str) -> Login {
+        let key = oss_proto::auth::Key::from_text(&[b'k'; 40]).unwrap();
+        Login {
+            user: user.into(),
+            verifier: Verifier::new(&key),
+        }
+    }
+
+    fn name(s: &str) -> ObjectName {
+        ObjectName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn users_reach_only_their_own_names_and_the_admin_everything() {
+        let alice = login("alice");
+        let own = [
+            ClientRequest::Download {
+                name: name("alice/a/b"),
+                offset: 0,
+                len: None,
+            },
+            ClientRequest::Delete {
+                name: name("alice/x"),
+            },
+            ClientRequest::List(ListQuery {
+                user: "alice".into(),
+                ..Default::default()
+            }),
+            ClientRequest::Copy {
+                src: name("alice/x"),
+                dst: name("alice/y"),
+                attrs: None,
+            },
+            ClientRequest::ListUsers,
+        ];
+        for r in &own {
+            assert_eq!(authorize(&alice, r), Ok(()), "{r:?}");
+        }
+        let foreign = [
+            ClientRequest::Stat {
+                name: name("bob/x"),
+            },
+            ClientRequest::Upload {
+                name: name("bob/x"),
+                size: None,
+                attrs: Default::default(),
+            },
+            ClientRequest::List(ListQuery {
+                user: "bob".into(),
+                ..Default::default()
+            }),
+            ClientRequest::Copy {
+                src: name("bob/x"),
+                dst: name("alice/y"),
+                attrs: None,
+            },
+            ClientRequest::Copy {
+                src: name("alice/x"),
+                dst: name("bob/y"),
+                attrs: None,
+            },
+            ClientRequest::Status,
+            ClientRequest::AddDisk { addr: "x".into() },
+            ClientRequest::Repair,
+            ClientRequest::Check {
+                name: name("alice/x"),
+            },
+            ClientRequest::UserAdd { name: "eve".into() },
+        ];
+        for r in &foreign {
+            assert!(
+                matches!(authorize(&alice, r), Err(WireError::PermissionDenied(_))),
+                "{r:?}"
+            );
+            assert_eq!(authorize(&login(ADMIN), r), Ok(()), "{r:?}");
+        }
     }
 }

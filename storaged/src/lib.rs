@@ -18,6 +18,8 @@ pub mod store;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use oss_proto::auth::Key;
+
 pub use error::{Error, StoreError};
 pub use server::{run, Server};
 pub use store::Store;
@@ -27,6 +29,8 @@ pub use store::Store;
 pub struct Config {
     /// The data directory (created if missing).
     pub data: PathBuf,
+    /// The cluster secret: only a peer that proves it holds it (the proxy) is served.
+    pub secret: Key,
     /// Time between background audit passes; `None` = only when asked.
     pub audit_interval: Option<Duration>,
     /// Audit read rate in bytes per second; 0 = unlimited.
@@ -39,9 +43,10 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(data: impl Into<PathBuf>) -> Self {
+    pub fn new(data: impl Into<PathBuf>, secret: Key) -> Self {
         Config {
             data: data.into(),
+            secret,
             audit_interval: Some(Duration::from_secs(600)),
             audit_rate: 50_000_000,
             frame_timeout: Duration::from_secs(60),

@@ -1,4 +1,5 @@
-//! `oss-storaged --listen ADDR --data DIR [--audit-interval SECS] [--audit-rate MBPS]`
+//! `oss-storaged --listen ADDR --data DIR --secret-file FILE [--audit-interval SECS]
+//! [--audit-rate MBPS]`
 //!
 //! Parses flags, sets up logging, opens the store, binds, prints
 //! `oss-storaged listening on <addr>` on stdout, and serves until SIGTERM or SIGINT.
@@ -23,6 +24,11 @@ struct Args {
     /// Data directory (created if missing).
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
+    /// The cluster secret (shared with the proxy): a file of at least 32 random bytes as
+    /// text, readable by its owner only.
+    /// Required; optional here only so that its absence gets one clear line.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
     /// Seconds between background audit passes; 0 = only when asked.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     audit_interval: u64,
@@ -60,7 +66,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let mut cfg = Config::new(&args.data);
+    let secret_file = args
+        .secret_file
+        .as_deref()
+        .context("--secret-file FILE is required (the cluster secret shared with the proxy)")?;
+    let secret = oss_proto::auth::read_secret_file(secret_file)?;
+    let mut cfg = Config::new(&args.data, secret);
     cfg.audit_interval =
         (args.audit_interval > 0).then(|| Duration::from_secs(args.audit_interval));
     cfg.audit_rate = args.audit_rate.saturating_mul(1_000_000);

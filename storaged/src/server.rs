@@ -8,7 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oss_proto::wire::{Connection, Response, StorageRequest};
+use std::time::Instant;
+
+use oss_proto::auth::{Throttle, Verifier};
+use oss_proto::wire::{Connection, Error as WireIoError, Response, StorageRequest, CLUSTER_USER};
 use oss_proto::WireError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -26,6 +29,8 @@ pub struct Ctx {
     pub store: Arc<Store>,
     pub auditor: Arc<Auditor>,
     pub cfg: Config,
+    /// Slows down addresses whose logins keep failing.
+    pub throttle: Throttle,
 }
 
 /// An opened store, ready to serve.
@@ -62,6 +67,7 @@ impl Server {
                 store,
                 auditor,
                 cfg,
+                throttle: Throttle::default(),
             }),
         })
     }
@@ -86,7 +92,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let span = tracing::info_span!("conn", %peer);
-                        conns.spawn(serve_conn(ctx.clone(), stream, stop_rx.clone()).instrument(span));
+                        conns.spawn(serve_conn(ctx.clone(), stream, peer, stop_rx.clone()).instrument(span));
                     }
                     Err(e) => {
                         // Usually out of descriptors: back off instead of spinning.
@@ -123,10 +129,30 @@ impl Server {
     }
 }
 
-async fn serve_conn(ctx: Arc<Ctx>, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+async fn serve_conn(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conn = Connection::new(stream);
-    match tokio::time::timeout(ctx.cfg.frame_timeout, conn.accept_hello()).await {
-        Ok(Ok(_)) => {}
+    let delay = ctx.throttle.delay(peer.ip(), Instant::now());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    // Only the cluster user, with the cluster secret: a fresh salt every time, since this
+    // server holds the secret itself.
+    let secret = &ctx.cfg.secret;
+    let login = conn.accept_hello(secret, |user| {
+        (user == CLUSTER_USER).then(|| Verifier::new(secret))
+    });
+    match tokio::time::timeout(ctx.cfg.frame_timeout, login).await {
+        Ok(Ok(_)) => ctx.throttle.succeeded(peer.ip()),
+        Ok(Err(WireIoError::Remote(WireError::AuthFailed(why)))) => {
+            tracing::warn!(%peer, %why, "refused a peer that does not know the cluster secret");
+            ctx.throttle.failed(peer.ip(), Instant::now());
+            return;
+        }
         Ok(Err(e)) => {
             tracing::info!(error = %e, "handshake failed");
             return;

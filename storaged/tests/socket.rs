@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use md5::{Digest, Md5};
+use oss_proto::auth::Key;
 use oss_proto::name::hex;
+use oss_proto::wire::Credentials;
 use oss_proto::wire::{
     Chunk, Connection, Error, ListQuery, ReplicaState, Response, StorageRequest, UploadTrailer,
     CHUNK, LIST_PAGE, MAX_LIST_LIMIT,
@@ -40,6 +42,19 @@ fn obj_path(dir: &Path, n: &ObjectName) -> PathBuf {
         .join(format!("{}.obj", hex(&n.digest())))
 }
 
+/// The cluster secret of every test server, and the credentials the tests log in with.
+fn secret() -> Key {
+    Key::from_text("c".repeat(64).as_bytes()).unwrap()
+}
+
+fn secret_file(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("secret");
+    std::fs::write(&p, "c".repeat(64)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
 struct TestServer {
     addr: String,
     stop: Option<oneshot::Sender<()>>,
@@ -49,7 +64,7 @@ struct TestServer {
 async fn start(dir: &Path) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut cfg = Config::new(dir);
+    let mut cfg = Config::new(dir, secret());
     cfg.audit_interval = None;
     cfg.audit_rate = 0;
     cfg.frame_timeout = Duration::from_secs(2);
@@ -65,7 +80,9 @@ async fn start(dir: &Path) -> TestServer {
 }
 
 async fn connect(addr: &str) -> Connection {
-    Connection::connect(addr, T).await.unwrap()
+    Connection::connect(addr, T, &Credentials::cluster(secret()))
+        .await
+        .unwrap()
 }
 
 async fn call(c: &mut Connection, req: StorageRequest) -> Result<Response, Error> {
@@ -525,9 +542,13 @@ fn binary_contract() {
 
     let exe = env!("CARGO_BIN_EXE_oss-storaged");
     let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let secret = secret_file(keys.path());
     let mut child = Command::new(exe)
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
+        .arg("--secret-file")
+        .arg(&secret)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -548,6 +569,12 @@ fn binary_contract() {
             call(&mut c, StorageRequest::Ping).await.unwrap(),
             Response::Pong(_)
         ));
+        // Anyone without the secret is refused at the handshake.
+        let wrong = Credentials::cluster(Key::from_text("w".repeat(64).as_bytes()).unwrap());
+        assert!(matches!(
+            Connection::connect(&addr, T, &wrong).await,
+            Err(Error::Remote(WireError::AuthFailed(_)))
+        ));
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -561,6 +588,8 @@ fn binary_contract() {
     // A data directory that cannot be created.
     let out = Command::new(exe)
         .args(["--listen", "127.0.0.1:0", "--data", "/proc/oss-no-such-dir"])
+        .arg("--secret-file")
+        .arg(&secret)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -577,6 +606,8 @@ fn binary_contract() {
             "--data",
         ])
         .arg(dir.path())
+        .arg("--secret-file")
+        .arg(&secret)
         .output()
         .unwrap();
     assert!(!out.status.success());

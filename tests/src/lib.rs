@@ -13,6 +13,11 @@
 //! - Data helpers: [`pseudo_random`] (xorshift, deterministic), [`md5_hex`], and the on-disk
 //!   layout of storage servers (`DATA/objects/<5-digit partition>/<md5 of name>.obj`).
 //!
+//! - Keys: every daemon gets `--secret-file` ([`test_secret_file`], one per test process,
+//!   mode 0600); every `oss` run against a proxy gets `OSS_KEY_FILE` = that proxy's
+//!   `STATE/admin.key` ([`admin_key_file`]), so tests act as the admin unless they pass
+//!   `--key-file` (which wins).
+//!
 //! Processes are started with `PR_SET_PDEATHSIG = SIGKILL`, so a test process that is
 //! killed (a nextest timeout) takes its daemons with it. That signal is tied to the *thread*
 //! that spawned the child: start and restart daemons from the test's own thread.
@@ -414,6 +419,47 @@ fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
+/// The cluster secret every daemon a test starts shares: written once per test process,
+/// 64 hex digits, mode 0600 (the daemons refuse anything readable by others).
+pub fn test_secret_file() -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("oss-e2e-secret-{}", std::process::id()));
+        let secret: String = pseudo_random(std::process::id() as u64, 32)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write_private(&path, format!("{secret}\n").as_bytes());
+        path
+    })
+    .clone()
+}
+
+/// Writes `path` with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    f.write_all(bytes).expect("write");
+}
+
+/// Proxy address → its admin key file, for `oss` runs ([`oss_at`]).
+fn admin_keys() -> &'static Mutex<std::collections::HashMap<String, PathBuf>> {
+    static KEYS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+/// The admin key of the proxy at `addr` (its `STATE/admin.key`), if a test started it.
+pub fn admin_key_file(addr: &str) -> Option<PathBuf> {
+    admin_keys().lock().unwrap().get(addr).cloned()
+}
+
 /// A running `oss-storaged`.
 pub struct Storaged {
     d: Daemon,
@@ -427,11 +473,21 @@ impl Storaged {
     }
 
     pub fn try_start(data: &Path) -> Result<Storaged, StartError> {
+        Storaged::try_start_with_secret(data, &test_secret_file())
+    }
+
+    /// [`Storaged::try_start`] with another cluster secret file.
+    pub fn try_start_with_secret(data: &Path, secret: &Path) -> Result<Storaged, StartError> {
         let label = format!(
             "storaged {}",
             data.file_name().unwrap_or_default().to_string_lossy()
         );
-        let args = vec![OsString::from("--data"), data.as_os_str().to_owned()];
+        let args = vec![
+            OsString::from("--data"),
+            data.as_os_str().to_owned(),
+            OsString::from("--secret-file"),
+            secret.as_os_str().to_owned(),
+        ];
         let d = Daemon::start(label, bin("oss-storaged"), "127.0.0.1:0", args)?;
         Ok(Storaged {
             d,
@@ -485,13 +541,37 @@ impl Proxy {
     }
 
     pub fn try_start(state: &Path, args: &[&str]) -> Result<Proxy, StartError> {
-        let mut all = vec![OsString::from("--state"), state.as_os_str().to_owned()];
-        all.extend(os(args));
-        let d = Daemon::start("proxy".into(), bin("oss-proxy"), "127.0.0.1:0", all)?;
-        Ok(Proxy {
+        let d = Daemon::start(
+            "proxy".into(),
+            bin("oss-proxy"),
+            "127.0.0.1:0",
+            Proxy::args(state, args),
+        )?;
+        let p = Proxy {
             d,
             state: state.to_owned(),
-        })
+        };
+        admin_keys()
+            .lock()
+            .unwrap()
+            .insert(p.addr().to_string(), state.join("admin.key"));
+        Ok(p)
+    }
+
+    /// `--state STATE --secret-file SECRET ARGS...` (a `--secret-file` in `args` wins).
+    fn args(state: &Path, args: &[&str]) -> Vec<OsString> {
+        let mut all = vec![OsString::from("--state"), state.as_os_str().to_owned()];
+        if !args.contains(&"--secret-file") {
+            all.push("--secret-file".into());
+            all.push(test_secret_file().into_os_string());
+        }
+        all.extend(os(args));
+        all
+    }
+
+    /// The admin key file the proxy wrote at its first start.
+    pub fn admin_key(&self) -> PathBuf {
+        self.state.join("admin.key")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -525,8 +605,7 @@ impl Proxy {
     /// Kills it if running and starts it again on the same address and state directory with
     /// other flags (`--state` is added). On failure the proxy stays down.
     pub fn try_restart_with(&mut self, args: &[&str]) -> Result<(), StartError> {
-        let mut all = vec![OsString::from("--state"), self.state.as_os_str().to_owned()];
-        all.extend(os(args));
+        let all = Proxy::args(&self.state, args);
         self.d.restart_with(all)
     }
 }
@@ -830,6 +909,10 @@ pub fn oss_at(proxy: &str, args: &[&str], input: Option<Vec<u8>>, timeout: Durat
         .args(args)
         .env_remove("OSS_PROXY")
         .env("RUST_BACKTRACE", "1");
+    match admin_key_file(proxy) {
+        Some(k) => cmd.env("OSS_KEY_FILE", k),
+        None => cmd.env_remove("OSS_KEY_FILE"),
+    };
     run(cmd, input, timeout)
 }
 

@@ -1,5 +1,5 @@
-//! Cluster administration: `add-disk`, `remove-disk`, `status`, `repair`, `audit`, and the
-//! `--wait` loop they share.
+//! Cluster administration: `add-disk`, `remove-disk`, `status`, `repair`, `audit`, `user`,
+//! and the `--wait` loop they share.
 
 use std::io::Write;
 use std::time::Duration;
@@ -8,11 +8,56 @@ use anyhow::Result;
 
 use oss_proto::wire::{now_micros, ClusterStatus, Progress};
 
-use crate::args::validate_addr;
+use crate::args::{validate_addr, UserCmd};
 use crate::error::CliError;
 use crate::fmt::{self, Align};
 use crate::io::{emit, stderr_is_tty};
 use crate::Ctx;
+
+/// `oss user add|list|remove|rotate`. A new key is printed once, alone on its line, so that
+/// `oss user add bob > bob.key` makes a key file.
+pub async fn user(ctx: &Ctx, cmd: &UserCmd) -> Result<()> {
+    let check = |name: &str| {
+        oss_proto::name::validate_user(name).map_err(|e| crate::error::invalid_name(&e))
+    };
+    match cmd {
+        UserCmd::Add { name } => {
+            check(name)?;
+            let key = ctx
+                .client
+                .user_add(name)
+                .await
+                .map_err(|e| ctx.fail(&e, name))?;
+            emit(&format!("{key}\n"))
+        }
+        UserCmd::Rotate { name } => {
+            check(name)?;
+            let key = ctx
+                .client
+                .user_rotate(name)
+                .await
+                .map_err(|e| ctx.fail(&e, name))?;
+            emit(&format!("{key}\n"))
+        }
+        UserCmd::Remove { name } => {
+            check(name)?;
+            ctx.client
+                .user_remove(name)
+                .await
+                .map_err(|e| ctx.fail(&e, name))?;
+            Ok(())
+        }
+        UserCmd::List => {
+            let names = ctx.client.user_list().await.map_err(|e| ctx.fail(&e, ""))?;
+            let mut out = String::new();
+            for n in names {
+                out.push_str(&n);
+                out.push('\n');
+            }
+            emit(&out)
+        }
+    }
+}
 
 /// How often `--wait` asks the proxy: quick enough to feel live, rare enough to be free.
 const POLL: Duration = Duration::from_millis(200);

@@ -82,8 +82,44 @@ pub async fn download(ctx: &Ctx, name: &str, local: Option<&Path>) -> Result<()>
         Some(p) if is_dash(p) => to_stdout(ctx, &name, tty).await,
         _ => {
             let dest = destination(local, last_segment(name.file())).await;
-            to_file(ctx, &name, &dest, tty).await
+            if is_special(&dest).await {
+                to_special(ctx, &name, &dest, tty).await
+            } else {
+                to_file(ctx, &name, &dest, tty).await
+            }
         }
+    }
+}
+
+/// A destination that exists and is neither a regular file nor a directory: a device
+/// (`/dev/null`), a FIFO, a socket. It is written in place, as `cp` does: renaming a temp
+/// file onto it would replace the device node with a regular file.
+async fn is_special(dest: &Path) -> bool {
+    match tokio::fs::metadata(dest).await {
+        Ok(m) => !m.is_file() && !m.is_dir(),
+        Err(_) => false,
+    }
+}
+
+async fn to_special(ctx: &Ctx, name: &ObjectName, dest: &Path, tty: bool) -> Result<()> {
+    let cannot_write = |e: &std::io::Error| error::local("write", dest, e);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(dest)
+        .await
+        .map_err(|e| cannot_write(&e))?;
+    let total = size_for_bar(ctx, name, tty).await?;
+    let mut out = Watch::new(BufWriter::with_capacity(BUF, file));
+    let mut bar = Bar::new(tty, name.as_str(), total);
+    let r = ctx
+        .client
+        .download(name, 0, None, &mut out, &mut |n| bar.update(n))
+        .await;
+    bar.finish(r.is_ok());
+    match (r, out.failed()) {
+        (Ok(_), _) => Ok(()),
+        (Err(_), Some(io)) => Err(cannot_write(io).into()),
+        (Err(e), None) => Err(ctx.fail(&e, name.as_str()).into()),
     }
 }
 

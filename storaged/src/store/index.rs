@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
-use oss_proto::wire::{Key, ListItem, ListQuery, LIST_PAGE_BYTES};
+use oss_proto::wire::{ListItem, ListKey, ListQuery, LIST_PAGE_BYTES};
 use oss_proto::{ObjectMeta, ObjectName};
 
 /// One object's latest state (a live version or a tombstone) and where its file is.
@@ -128,11 +128,11 @@ impl Index {
                     break 'scan;
                 }
                 let item = match q.roll_up(file) {
-                    Key::Name(_) => {
+                    ListKey::Name(_) => {
                         let name = ObjectName::new(&q.user, file).expect("indexed names are valid");
                         ListItem::Object(self.by_name[&name].meta.clone())
                     }
-                    Key::Prefix(p) => {
+                    ListKey::Prefix(p) => {
                         let show = p > q.marker.as_str()
                             && (q.end_marker.is_empty() || p < q.end_marker.as_str())
                             && self.live_below(&q.user, p, set);

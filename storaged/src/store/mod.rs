@@ -83,7 +83,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use oss_proto::name::{hex, partition_of};
-use oss_proto::wire::{now_micros, Attrs, Key, ListItem, ListQuery, ReplicaState};
+use oss_proto::wire::{now_micros, Attrs, ListItem, ListKey, ListQuery, ReplicaState};
 use oss_proto::{ObjectMeta, ObjectName, Timestamp};
 
 use crate::error::StoreError;
@@ -818,8 +818,8 @@ impl Store {
                 continue;
             }
             let item = match q.roll_up(m.name.file()) {
-                Key::Name(_) => ListItem::Object(m.clone()),
-                Key::Prefix(p) => ListItem::Prefix(p.to_owned()),
+                ListKey::Name(_) => ListItem::Object(m.clone()),
+                ListKey::Prefix(p) => ListItem::Prefix(p.to_owned()),
             };
             let k = item.key();
             let in_range = k > q.marker.as_str()

@@ -97,6 +97,8 @@ fn unreachable_proxy_is_a_clear_error() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     std::fs::write(&src, b"x").unwrap();
+    let key = work.path().join("key");
+    write_private(&key, format!("u:{}\n", "0".repeat(64)).as_bytes());
     let cases: Vec<Vec<&str>> = vec![
         vec!["list", "u"],
         vec!["upload", "u/f", path_str(&src)],
@@ -106,7 +108,9 @@ fn unreachable_proxy_is_a_clear_error() {
     ];
     for args in cases {
         let t = Instant::now();
-        let out = oss_at(&addr, &args, None, Duration::from_secs(60));
+        let mut with_key = vec!["--key-file", path_str(&key)];
+        with_key.extend(&args);
+        let out = oss_at(&addr, &with_key, None, Duration::from_secs(60));
         let line = out.assert_fails_one_line(&format!("{args:?} against a closed port"));
         assert!(
             line.contains(&addr),
@@ -118,6 +122,30 @@ fn unreachable_proxy_is_a_clear_error() {
             t.elapsed()
         );
     }
+}
+
+#[test]
+fn a_missing_or_malformed_key_file_is_one_clear_line() {
+    let work = tempfile::tempdir().unwrap();
+    let missing = work.path().join("nope");
+    let out = oss_at(
+        "127.0.0.1:9",
+        &["--key-file", path_str(&missing), "list", "u"],
+        None,
+        Duration::from_secs(30),
+    );
+    let line = out.assert_fails_one_line("a missing key file");
+    assert!(line.contains("no key") && line.contains("nope"), "{line}");
+    let bad = work.path().join("bad");
+    write_private(&bad, b"not a key\n");
+    let out = oss_at(
+        "127.0.0.1:9",
+        &["--key-file", path_str(&bad), "list", "u"],
+        None,
+        Duration::from_secs(30),
+    );
+    let line = out.assert_fails_one_line("a malformed key file");
+    assert!(line.contains("holds no key"), "{line}");
 }
 
 /// Sends one kind of garbage to `addr`; returns a connection left open half way through a

@@ -95,6 +95,8 @@ pub(crate) fn lazy_umount(mnt: &Path) {
 pub(crate) struct Mount {
     pub(crate) mnt: PathBuf,
     proxy: String,
+    /// The key ossfs logs in with: the cluster's admin key unless a test chose a user's.
+    key: PathBuf,
     cache_dir: PathBuf,
     child: Option<Child>,
     /// Every stderr line of every ossfs started by this guard.
@@ -106,8 +108,13 @@ pub(crate) struct Mount {
 static MOUNTS: AtomicU32 = AtomicU32::new(0);
 
 impl Mount {
-    /// Mounts ossfs for cluster `c` on a fresh `/tmp/ossfs-it-TAG-PID-N`.
+    /// Mounts ossfs for cluster `c` on a fresh `/tmp/ossfs-it-TAG-PID-N`, with the admin key.
     pub(crate) fn start(c: &Cluster, tag: &str) -> Mount {
+        Mount::start_with_key(c, tag, &c.proxy.admin_key())
+    }
+
+    /// [`Mount::start`] logged in with the key in `key`.
+    pub(crate) fn start_with_key(c: &Cluster, tag: &str, key: &Path) -> Mount {
         let n = MOUNTS.fetch_add(1, Ordering::Relaxed);
         let mnt = std::env::temp_dir().join(format!("ossfs-it-{tag}-{}-{n}", std::process::id()));
         // A stale mount with this name, left by a killed earlier run.
@@ -120,6 +127,7 @@ impl Mount {
         let mut m = Mount {
             mnt,
             proxy: c.proxy_addr(),
+            key: key.to_owned(),
             cache_dir,
             child: None,
             log: Arc::default(),
@@ -140,6 +148,7 @@ impl Mount {
             .arg(&self.cache_dir)
             .arg(&self.mnt)
             .env_remove("OSS_PROXY")
+            .env("OSS_KEY_FILE", &self.key)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -10,6 +10,8 @@
 //! - [`concurrency`]: many clients at once; racing writers.
 //! - [`fuse`], [`fuse_dirs`]: a real `ossfs` mount; `fuse_dirs` drives a directory tree
 //!   with `cp -r`, `tar`, `rsync` and `git`.
+//! - [`keys`]: per-user keys, the admin key and the cluster secret.
+//! - [`tree`]: nested names, listings by directory, `mkdir`, `copy` and `move`.
 
 mod bad_input;
 mod concurrency;
@@ -17,6 +19,7 @@ mod core;
 mod fuse;
 mod fuse_dirs;
 mod heal;
+mod keys;
 mod rebalance;
 mod restart;
 mod tree;
