@@ -11,6 +11,7 @@ Units: MB/s is 10^6 bytes per second (as dd prints it); memory is MiB (2^20 byte
 
 import argparse
 import datetime
+import fcntl
 import itertools
 import json
 import os
@@ -31,7 +32,12 @@ MB = 1e6
 # 256 MiB object.
 SWIFT = {"upload": 134.0, "download": 441.0, "delete": 120.0, "big_up": 151.0, "big_down": 275.0}
 
-ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree"]
+ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree", "keys"]
+
+# The keys section: 4 KiB objects (the size its target names).
+KEYS_SIZE = 4096
+# The baseline of the keys section when no commit adding `secret_file` to storaged is found.
+KEYS_BASE_DEFAULT = "c706a44"
 
 
 class SectionSkipped(Exception):
@@ -67,6 +73,7 @@ class Config:
         self.tree_cp_files = env_num("BENCH_TREE_CP_FILES", 2000, 2000, q)
         self.tree_upload_files = env_num("BENCH_TREE_UPLOAD_FILES", 300, 100, q)
         self.tree_mv_mb = env_num("BENCH_TREE_MV_MB", 256, 32, q)
+        self.keys_objects = env_num("BENCH_KEYS_OBJECTS", 2000, 200, q)
         self.repeat = max(1, env_num("BENCH_REPEAT", 3, 3, q))
 
     def as_dict(self):
@@ -97,11 +104,13 @@ class Runner:
         with open(os.path.join(self.work, "pids"), "a") as f:
             f.write(f"{pid}\n")
 
-    def spawn(self, name, argv):
+    def spawn(self, name, argv, env=None):
         """A daemon with stdout and stderr in WORK/logs/NAME.{out,err}."""
         out = open(os.path.join(self.logs, f"{name}.out"), "wb")
         err = open(os.path.join(self.logs, f"{name}.err"), "wb")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        if env is None:
+            env = getattr(argv, "env", None)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         out.close()
         err.close()
         p.bench_name = name
@@ -169,8 +178,12 @@ class Runner:
         if p in self.daemons:
             self.daemons.remove(p)
 
-    def run(self, argv, stdout=None, timeout=None, check=True, stdin=None, rss=False):
+    def run(self, argv, stdout=None, timeout=None, check=True, stdin=None, rss=False, env=None,
+            log=None):
         """Runs a command to its end: (wall seconds, peak RSS in bytes or None, exit code).
+
+        `env` is the command's environment; by default the one an `Argv` carries (a cluster's
+        key), else ours. `log` names WORK/logs/LOG.err for its stderr (kept with the results).
 
         `stdout` is a path (written), None (discarded). Wall time includes process start-up,
         as a user would see it. With `rss`, the command runs under /usr/bin/time, whose %M is
@@ -180,7 +193,9 @@ class Runner:
         is polled from /proc while the command runs.
         """
         k = next(self.seq)
-        errpath = os.path.join(self.logs, f"cmd-{k}.err")
+        if env is None:
+            env = getattr(argv, "env", None)
+        errpath = os.path.join(self.logs, f"{log}.err" if log else f"cmd-{k}.err")
         rss_path = os.path.join(self.logs, f"cmd-{k}.rss")
         poll_rss = []
         if rss and os.access("/usr/bin/time", os.X_OK):
@@ -192,7 +207,7 @@ class Runner:
         err = open(errpath, "wb")
         killer = None
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err)
+        p = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err, env=env)
         self._note_pid(p.pid)
         timed_out = []
         poller = None
@@ -332,29 +347,66 @@ def show(argv):
 # A cluster on loopback
 
 
+class Argv(list):
+    """A command line that carries the environment it runs with (`Runner.run` and `spawn` use
+    it): `oss` commands of a cluster with keys carry OSS_KEY_FILE=its admin key."""
+
+    def __init__(self, argv, env=None):
+        super().__init__(argv)
+        self.env = env
+
+
+def write_secret(path):
+    """A cluster secret as the daemons require it: 32 random bytes as 64 hex digits and a
+    newline, mode 0600 (they refuse a file readable by group or others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, os.urandom(32).hex().encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
 class Cluster:
-    def __init__(self, r, name, servers=4, spare=0, proxy_args=()):
+    """A proxy and storage servers on loopback, under WORK/NAME.
+
+    With `keys` (the default) every daemon gets `--secret-file WORK/NAME/secret`, and every
+    `oss`/`ossfs` command runs with OSS_KEY_FILE=WORK/NAME/proxy/admin.key, the admin key the
+    proxy writes on its first start. `keys=False` and `bindir` run an older build that knows
+    neither flag (the keys section's baseline).
+    """
+
+    def __init__(self, r, name, servers=4, spare=0, proxy_args=(), bindir=None, keys=True):
         self.r = r
         self.name = name
         self.dir = os.path.join(r.work, name)
+        self.bin = bindir or r.bin
         self.storage = []  # [Popen, addr, datadir]
         os.makedirs(self.dir)
-        for i in range(servers + spare):
-            data = os.path.join(self.dir, f"data-{i}")
-            os.makedirs(data)
-            p = r.spawn(f"{name}-storaged-{i}",
-                        [r.exe("oss-storaged"), "--listen", "127.0.0.1:0", "--data", data])
-            addr = r.wait_line(p, "out", r"listening on (\S+)").group(1)
-            self.storage.append([p, addr, data])
+        self.secret = self.key_file = None
+        self.env = None
+        self.secret_args = []
+        if keys:
+            self.secret = os.path.join(self.dir, "secret")
+            write_secret(self.secret)
+            self.secret_args = ["--secret-file", self.secret]
+        for _ in range(servers + spare):
+            self.start_storaged()
         disks = []
         for _, addr, _ in self.storage[:servers]:
             disks += ["--disk", addr]
+        state = os.path.join(self.dir, "proxy")
         self.proxy = r.spawn(f"{name}-proxy",
-                             [r.exe("oss-proxy"), "--listen", "127.0.0.1:0",
-                              "--state", os.path.join(self.dir, "proxy"),
-                              "--partitions", "1024", "--replicas", "2", *disks, *proxy_args])
+                             [self.exe("oss-proxy"), "--listen", "127.0.0.1:0", "--state", state,
+                              *self.secret_args, "--partitions", "1024", "--replicas", "2",
+                              *disks, *proxy_args])
         self.addr = r.wait_line(self.proxy, "out", r"listening on (\S+)").group(1)
         SHOW_SUBST.append((self.addr, "$P"))
+        if keys:
+            self.key_file = os.path.join(state, "admin.key")
+            if not os.path.isfile(self.key_file):
+                raise CmdFailed(f"{name}-proxy started without writing {self.key_file}")
+            self.env = dict(os.environ, OSS_KEY_FILE=self.key_file)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -365,8 +417,25 @@ class Cluster:
                     raise
                 time.sleep(0.1)
 
+    def exe(self, name):
+        return os.path.join(self.bin, name)
+
+    def start_storaged(self):
+        """Starts storage server number len(self.storage) (with the cluster's secret) and
+        appends it to self.storage; returns [Popen, addr, datadir]."""
+        i = len(self.storage)
+        data = os.path.join(self.dir, f"data-{i}")
+        os.makedirs(data)
+        p = self.r.spawn(f"{self.name}-storaged-{i}",
+                         [self.exe("oss-storaged"), "--listen", "127.0.0.1:0", "--data", data,
+                          *self.secret_args])
+        addr = self.r.wait_line(p, "out", r"listening on (\S+)").group(1)
+        self.storage.append([p, addr, data])
+        return self.storage[-1]
+
     def oss(self, *args):
-        return [self.r.exe("oss"), "--proxy", self.addr, *map(str, args)]
+        """An `oss` command for this cluster (an Argv: it carries the key)."""
+        return Argv([self.exe("oss"), "--proxy", self.addr, *map(str, args)], self.env)
 
     def status(self):
         path = os.path.join(self.dir, "status.json")
@@ -942,7 +1011,7 @@ class Bench:
         if not os.path.exists("/dev/fuse"):
             raise SectionSkipped("no /dev/fuse on this machine")
         os.makedirs(mnt)
-        p = self.r.spawn("ossfs", [exe, "--proxy", c.addr, mnt])
+        p = self.r.spawn("ossfs", [exe, "--proxy", c.addr, mnt], env=c.env)
         self.r.mounts.append((mnt, p))
         deadline = time.monotonic() + 20
         while mnt not in mounted_paths():
@@ -1147,8 +1216,8 @@ class Bench:
             f.writelines(f"f-{i:06d}\n" for i in range(n))
         # oss bench names objects USER/bench-NNNNNN (no directory), so the nested directory
         # is filled by `oss upload` processes, 16 at a time.
-        fill = ["xargs", "-a", names, "-P", "16", "-I{}",
-                *c.oss("upload", "tree/big/{}", src)]
+        fill = Argv(["xargs", "-a", names, "-P", "16", "-I{}",
+                     *c.oss("upload", "tree/big/{}", src)], c.env)
         self.say(f"uploading {n} files of 64 B into tree/big/")
         fill_s = self.r.run(fill, timeout=3600)[0]
         plain = os.path.join(self.work, "tree-plain-big")
@@ -1304,6 +1373,163 @@ class Bench:
                       f"and cmp of the last name with the uploaded bytes passes")
         self.extra.setdefault("tree", {})["mv"] = {"mv_s": mv, "download_s": down}
 
+    def keys_base(self):
+        """The build of the last commit before the keys work: (bin dir, commit, how chosen).
+
+        The commit: BENCH_KEYS_BASE if set, else the parent of the first commit (on HEAD's
+        history) that put `secret_file` into storaged/src/main.rs, else KEYS_BASE_DEFAULT.
+        Built once, only oss-storaged, oss-proxy and oss-cli (its fs crate may not build),
+        from `git archive` in BENCH_TMPDIR/keys-base-COMMIT with its own CARGO_TARGET_DIR;
+        only the three binaries are kept there (bin/), for later runs, and copied to
+        WORK/bin/base for this one.
+        """
+        def git(*a):
+            p = subprocess.run(["git", "-C", self.root, *a], capture_output=True, text=True,
+                               check=False)
+            return p.stdout.strip() if p.returncode == 0 else ""
+        spec = os.environ.get("BENCH_KEYS_BASE", "").strip()
+        if spec:
+            how = f"BENCH_KEYS_BASE={spec}"
+        else:
+            first = git("log", "--format=%H", "-S", "secret_file", "--reverse", "HEAD", "--",
+                        "storaged/src/main.rs").splitlines()
+            if first:
+                spec = f"{first[0]}^"
+                how = f"parent of {first[0][:7]}, the first commit with secret_file in storaged"
+            else:
+                spec, how = KEYS_BASE_DEFAULT, f"default {KEYS_BASE_DEFAULT}"
+        rev = git("rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
+        if not rev:
+            raise SectionSkipped(f"cannot resolve the baseline commit {spec} ({how}) in "
+                                 f"{self.root}")
+        bins = ["oss-storaged", "oss-proxy", "oss"]
+        cache = os.path.join(os.path.dirname(self.work), f"keys-base-{rev}")
+        target = os.path.join(cache, "target")
+        kept = os.path.join(cache, "bin")
+        built = os.path.join(cache, "built")
+        os.makedirs(cache, exist_ok=True)
+        with open(os.path.join(cache, "lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another bench building the same commit
+            if not (os.path.exists(built) and all(
+                    os.access(os.path.join(kept, b), os.X_OK) for b in bins)):
+                if shutil.which("cargo") is None:
+                    raise SectionSkipped(f"cargo not found: cannot build the baseline {rev[:12]}")
+                src = os.path.join(cache, "src")
+                shutil.rmtree(src, ignore_errors=True)
+                os.makedirs(src)
+                tar = os.path.join(cache, "src.tar")
+                self.r.run(["git", "-C", self.root, "archive", "--format=tar", "-o", tar, rev],
+                           timeout=300)
+                self.r.run(["tar", "-xf", tar, "-C", src], timeout=300)
+                os.unlink(tar)
+                self.say(f"building the baseline {rev[:12]} ({how}) into {cache}; cached for "
+                         f"later runs; log in bench-results/logs/keys-base-build.err")
+                self.r.run(["cargo", "build", "--release", "--manifest-path",
+                            os.path.join(src, "Cargo.toml"), "-p", "oss-storaged",
+                            "-p", "oss-proxy", "-p", "oss-cli"],
+                           env=dict(os.environ, CARGO_TARGET_DIR=target), timeout=7200,
+                           log="keys-base-build")
+                shutil.rmtree(kept, ignore_errors=True)
+                os.makedirs(kept)
+                for b in bins:
+                    shutil.copy2(os.path.join(target, "release", b), os.path.join(kept, b))
+                shutil.rmtree(target)  # hundreds of MiB of intermediate files
+                shutil.rmtree(src)
+                with open(built, "w") as f:
+                    f.write(rev + "\n")
+            else:
+                self.say(f"baseline {rev[:12]} ({how}): cached build in {cache}")
+            bindir = os.path.join(self.r.bin, "base")
+            os.makedirs(bindir, exist_ok=True)
+            for b in bins:
+                shutil.copy2(os.path.join(kept, b), os.path.join(bindir, b))
+        helptext = subprocess.run([os.path.join(bindir, "oss-storaged"), "--help"],
+                                  capture_output=True, text=True, check=False).stdout
+        if "--secret-file" in helptext:
+            raise CmdFailed(f"the baseline {rev[:12]} ({how}) already has --secret-file; "
+                            "name the commit before the keys work with BENCH_KEYS_BASE")
+        return bindir, rev, how
+
+    def sec_keys(self):
+        cfg = self.cfg
+        n, size = cfg.keys_objects, KEYS_SIZE
+        bindir, rev, how = self.keys_base()
+        short = rev[:7]
+        old = Cluster(self.r, "keys-old", bindir=bindir, keys=False)
+        try:
+            new = Cluster(self.r, "keys-new")
+            try:
+                self.keys_measure(old, new, n, size, short, how)
+            finally:
+                new.stop()
+        finally:
+            old.stop()
+
+    def keys_measure(self, old, new, n, size, short, how):
+        cfg = self.cfg
+        sides = {"old": old, "new": new}
+        phases = ("upload", "download", "delete")
+        details = {"baseline_commit": short, "baseline_chosen": how, "objects": n}
+        for conc in cfg.concurrency:
+            best = {s: {} for s in sides}  # side -> phase -> (ops/s, cpu, argv)
+            runs = []
+            for k in range(cfg.repeat):
+                # Each phase old and new back to back, the order swapped every round, so a
+                # burst of others' load hits both builds alike.
+                order = ("old", "new") if k % 2 == 0 else ("new", "old")
+                for ph in phases:
+                    for side in order:
+                        res, argv, cpu = sides[side].bench(
+                            "--objects", n, "--size", size, "--concurrency", conc,
+                            "--user", f"keys-c{conc}", "--phases", ph, cpu=True)
+                        rate = res["phases"][ph]["ops_per_s"]
+                        runs.append({"side": side, "phase": ph, "result": res["phases"][ph],
+                                     "cpu": cpu})
+                        if ph not in best[side] or rate > best[side][ph][0]:
+                            best[side][ph] = (rate, cpu, argv)
+            for ph in ("upload", "download"):
+                r_new, cpu_new, argv_new = best["new"][ph]
+                r_old, cpu_old, argv_old = best["old"][ph]
+                self.row(f"{size} B {ph}s/s with keys, c={conc}", r_new, "/s", argv_new, r_old,
+                         f"before keys ({short}), c={conc}", argv_old,
+                         ("ratio>=", 0.95, "≥ 0.95 × before keys"),
+                         note=f"each phase its own process, so its {conc} connection(s) log in "
+                              f"inside the timing; with keys: {cpu_note(cpu_new, n)}; before "
+                              f"keys: {cpu_note(cpu_old, n)}")
+            details[f"c{conc}"] = runs
+        # Fresh connections: one `oss list` process after another, each one connection (with
+        # keys, one login: two more round trips and four HMACs) and one listing of one object.
+        m = max(50, n // 10)
+        user = "keys-conn"
+        one = os.path.join(self.work, "keys-one")
+        with open(one, "wb") as f:
+            f.write(os.urandom(size))
+        for c in sides.values():
+            self.r.run(c.oss("upload", f"{user}/one", one), timeout=60)
+        os.unlink(one)
+        out = os.path.join(self.work, "keys-list.out")
+        for c in sides.values():
+            self.r.run(c.oss("list", user), stdout=out, timeout=30)
+            with open(out) as f:
+                got = sum(1 for _ in f)
+            if got != 1:
+                raise CmdFailed(f"`{show(c.oss('list', user))}` printed {got} lines, expected 1")
+        rates = {"old": [], "new": []}
+        for k in range(cfg.repeat):
+            for side in (("old", "new") if k % 2 == 0 else ("new", "old")):
+                argv = sides[side].oss("list", user)
+                t = sum(self.r.run(argv, timeout=30)[0] for _ in range(m))
+                rates[side].append(m / t)
+        r_new, r_old = max(rates["new"]), max(rates["old"])
+        self.row(f"`oss list` commands/s, {m} in a row, one fresh connection each",
+                 r_new, "/s", new.oss("list", user) + [">/dev/null"], r_old,
+                 f"before keys ({short})", old.oss("list", user) + [">/dev/null"], None,
+                 note=f"information: process start-up dominates; with keys each command also "
+                      f"logs in (challenge-response, two round trips): "
+                      f"{(1 / r_new - 1 / r_old) * 1000:+.2f} ms per command")
+        details["list_commands_per_s"] = rates
+        self.extra["keys"] = details
+
     # -- driver ----------------------------------------------------------------------------
 
     def run(self):
@@ -1353,6 +1579,7 @@ class Bench:
             "tree": f"ls -l of {c.ls_files} files in a directory, a user of "
                     f"{c.tree_user_files} files, cp -r of {c.tree_cp_files} files, "
                     f"mv of {c.tree_mv_mb} MiB",
+            "keys": f"{c.keys_objects} × {KEYS_SIZE} B at c={c.concurrency}, with keys vs before",
         }[s]
 
     def meta(self, started, load0, seconds):
@@ -1421,6 +1648,10 @@ class Bench:
             "interleaved; the machine is shared, so compare ratios, not absolute numbers.",
             "MB/s = 10^6 B/s; MiB = 2^20 B. $W is the temp dir, $P the proxy address of that "
             "section's cluster (a fresh cluster per section).",
+            "Keys: every daemon ran with --secret-file $W/CLUSTER/secret (64 hex digits, mode "
+            "0600), every oss and ossfs command with OSS_KEY_FILE=$W/CLUSTER/proxy/admin.key "
+            "(the admin key the proxy wrote on its first start); the keys section's baseline "
+            "cluster runs the build from before keys (base/...), which takes neither.",
         ]
         for s, st in self.status.items():
             if st != "ok":

@@ -322,3 +322,66 @@ fn keys_a_users_mount_sees_only_its_own_directory() {
     let e = std::fs::read(m.mnt.join("alice/new.txt")).unwrap_err();
     assert_eq!(errno_of(&e), libc::EACCES, "read after the rotation: {e}");
 }
+
+/// `oss` finds its key in `--key-file`, else `$OSS_KEY_FILE`, else
+/// `$XDG_CONFIG_HOME/oss/key`, else `~/.config/oss/key`.
+#[test]
+fn keys_the_key_file_is_found_where_the_contract_says() {
+    let c = Cluster::start(2, 16);
+    let alice = add_user(&c, "alice");
+    let bob = add_user(&c, "bob");
+    c.upload_bytes("alice/f", b"a");
+    let home = c.work().join("home");
+    let xdg = c.work().join("xdg");
+    for d in [home.join(".config/oss"), xdg.join("oss")] {
+        std::fs::create_dir_all(&d).unwrap();
+    }
+    // `oss list alice` with exactly these variables set (and nothing else of ours).
+    let list = |env: &[(&str, &Path)], flag: Option<&Path>| {
+        let mut cmd = std::process::Command::new(bin("oss"));
+        cmd.env_remove("OSS_KEY_FILE")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("OSS_PROXY")
+            .env("HOME", "/nonexistent")
+            .arg("--proxy")
+            .arg(c.proxy_addr());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(f) = flag {
+            cmd.arg("--key-file").arg(f);
+        }
+        cmd.args(["list", "alice"]);
+        run(cmd, None, OSS_TIMEOUT)
+    };
+    let is_alice = |out: &std::process::Output| out.status.success();
+    let copy = |from: &Path, to: &Path| write_private(to, &std::fs::read(from).unwrap());
+    copy(&bob, &home.join(".config/oss/key"));
+    assert!(
+        !is_alice(&list(&[("HOME", &home)], None)),
+        "~/.config/oss/key is bob's"
+    );
+    copy(&alice, &xdg.join("oss/key"));
+    assert!(
+        is_alice(&list(&[("HOME", &home), ("XDG_CONFIG_HOME", &xdg)], None)),
+        "$XDG_CONFIG_HOME/oss/key beats ~/.config"
+    );
+    assert!(
+        !is_alice(&list(
+            &[
+                ("HOME", &home),
+                ("XDG_CONFIG_HOME", &xdg),
+                ("OSS_KEY_FILE", &bob)
+            ],
+            None
+        )),
+        "$OSS_KEY_FILE beats $XDG_CONFIG_HOME"
+    );
+    assert!(
+        is_alice(&list(&[("OSS_KEY_FILE", &bob)], Some(&alice))),
+        "--key-file beats $OSS_KEY_FILE"
+    );
+    let none = list(&[], None);
+    let line = none.assert_fails_one_line("no key anywhere");
+    assert!(line.contains("no key"), "{line}");
+}
