@@ -36,6 +36,11 @@ impl FileInfo {
     pub fn mtime_ns(&self) -> u64 {
         attrs::shown_mtime_ns(&self.attrs, self.timestamp)
     }
+
+    /// The access time to show, in ns since the epoch (the mtime unless one was set).
+    pub fn atime_ns(&self) -> u64 {
+        attrs::shown_atime_ns(&self.attrs, self.timestamp)
+    }
 }
 
 impl From<&ObjectMeta> for FileInfo {
@@ -81,6 +86,13 @@ pub fn dir_query(dir: &DirKey) -> ListQuery {
         delimiter: Some('/'),
         ..ListQuery::default()
     }
+}
+
+/// A directory's link count: 2 (its name and its `.`) plus one `..` per subdirectory, when
+/// the number of subdirectories is known; 2 when it is not.
+pub fn dir_nlink(subdirs: Option<usize>) -> u32 {
+    let n = u32::try_from(subdirs.unwrap_or(0)).unwrap_or(u32::MAX);
+    n.saturating_add(2)
 }
 
 /// Whether anything lies below `obj/` (or below a directory, `prefix` = its prefix): one
@@ -247,6 +259,16 @@ impl Cache {
                 .map(|(k, (e, _))| (k.clone(), e.clone()))
                 .collect(),
         )
+    }
+
+    /// How many subdirectories `dir` has, from a fresh listing (kept up to date by this
+    /// mount's own mkdir, rmdir and rename); `None` without one.
+    pub fn subdirs(&self, dir: &DirKey, now: Instant) -> Option<usize> {
+        let d = self.dirs.get(dir)?;
+        if !d.listed_at.is_some_and(|at| self.fresh(at, now)) {
+            return None;
+        }
+        Some(d.entries.values().filter(|(e, _)| e.is_dir()).count())
     }
 
     /// Forgets `dir` and every directory below it (it was removed or renamed).
@@ -441,6 +463,37 @@ mod tests {
         assert_eq!(c.entry(&d, "f", later), Cached::Miss);
         assert_eq!(c.entry(&d, "zz", later), Cached::Miss);
         assert!(c.listing(&d, later).is_none());
+    }
+
+    #[test]
+    fn subdirectories_are_counted_only_from_a_fresh_listing() {
+        let mut c = Cache::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let d = dk("alice", "a");
+        assert_eq!(c.subdirs(&d, t0), None);
+        assert_eq!(dir_nlink(None), 2);
+        // A single entry learnt from a lookup says nothing of the others.
+        c.put_entry(&d, "s0", Entry::Dir(None), t0);
+        assert_eq!(c.subdirs(&d, t0), None);
+        let l = listing(&[
+            ("f", Entry::File(info(3))),
+            ("s1", Entry::Dir(None)),
+            ("s2", Entry::Dir(Some(info(0)))),
+        ]);
+        c.put_listing(&d, &l, t0);
+        assert_eq!(c.subdirs(&d, t0), Some(2));
+        assert_eq!(dir_nlink(c.subdirs(&d, t0)), 4);
+        // mkdir and rmdir here keep the count.
+        c.put_entry(&d, "s3", Entry::Dir(Some(info(0))), t0);
+        assert_eq!(c.subdirs(&d, t0), Some(3));
+        c.remove_entry(&d, "s1");
+        c.put_absent(&d, "s1", t0);
+        assert_eq!(c.subdirs(&d, t0), Some(2));
+        c.put_entry(&d, "g", Entry::File(info(1)), t0);
+        assert_eq!(c.subdirs(&d, t0), Some(2), "files do not count");
+        assert_eq!(c.subdirs(&d, t0 + Duration::from_secs(2)), None, "expired");
+        assert_eq!(dir_nlink(Some(0)), 2);
+        assert_eq!(dir_nlink(Some(usize::MAX)), u32::MAX);
     }
 
     #[test]

@@ -51,11 +51,30 @@ pub fn from_name(n: &NameError) -> Errno {
     }
 }
 
+/// The largest file the mount holds: 1 TiB (2^40 bytes). The rule is a fixed maximum, not
+/// the spool directory's free space: a `truncate -s` spool is sparse, so free space would
+/// not bound it, and a fixed limit answers the same on every machine without a system call.
+/// A bigger file would also have to go to the proxy as one object streamed from the spool
+/// (every byte of it, holes included).
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
+
+/// EFBIG if a file would end at `end` bytes, beyond [`MAX_FILE_SIZE`] (`truncate -s`,
+/// `ftruncate`, a write far past the end). Checked before anything changes.
+pub fn check_file_size(end: u64) -> Result<(), Errno> {
+    if end > MAX_FILE_SIZE {
+        Err(Errno::EFBIG)
+    } else {
+        Ok(())
+    }
+}
+
 /// A local I/O error (the spool file in the cache directory).
 pub fn from_io(e: &std::io::Error) -> Errno {
     match e.raw_os_error() {
         Some(libc::ENOSPC) => Errno::ENOSPC,
         Some(libc::EDQUOT) => Errno::from_i32(libc::EDQUOT),
+        // The spool's file system cannot hold a file this large.
+        Some(libc::EFBIG) => Errno::EFBIG,
         _ => Errno::EIO,
     }
 }
@@ -108,9 +127,23 @@ mod tests {
             Errno::ENOSPC
         );
         assert_eq!(
+            from_io(&std::io::Error::from_raw_os_error(libc::EFBIG)),
+            Errno::EFBIG
+        );
+        assert_eq!(
             from_io(&std::io::Error::from_raw_os_error(libc::EBADF)),
             Errno::EIO
         );
+    }
+
+    #[test]
+    fn file_size_limit() {
+        assert_eq!(check_file_size(0), Ok(()));
+        assert_eq!(check_file_size(MAX_FILE_SIZE), Ok(()));
+        assert_eq!(check_file_size(MAX_FILE_SIZE + 1), Err(Errno::EFBIG));
+        // What pjdfstest and `truncate -s 999999999999999` ask for.
+        assert_eq!(check_file_size(999_999_999_999_999), Err(Errno::EFBIG));
+        assert_eq!(check_file_size(u64::MAX), Err(Errno::EFBIG));
     }
 
     #[test]

@@ -28,7 +28,9 @@ use oss_proto::{ObjectMeta, ObjectName, WireError};
 use tracing::{debug, info, warn};
 
 use crate::attrs;
-use crate::cache::{below_object, below_query, dir_query, fold, Cache, Cached, Entry, FileInfo};
+use crate::cache::{
+    below_object, below_query, dir_nlink, dir_query, fold, Cache, Cached, Entry, FileInfo,
+};
 use crate::errno;
 use crate::handle::{lock, Ctx, Data, FileMeta, Handle, LiveUpload, State};
 use crate::inode::{DirKey, InodeTable, Node, ROOT};
@@ -98,6 +100,13 @@ fn found<T>(r: oss_proto::wire::Result<T>) -> oss_proto::wire::Result<Option<T>>
         Err(oss_proto::Error::Remote(WireError::NotFound)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The times a `setattr` (utimensat) sets, in ns since the epoch.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    mtime: Option<u64>,
+    atime: Option<u64>,
 }
 
 /// What a rename found at its source.
@@ -211,22 +220,40 @@ impl Shared {
         }
     }
 
-    fn dir_attr(&self, ino: u64, marker: Option<&FileInfo>) -> FileAttr {
-        let (t, perm) = match marker {
-            Some(m) => (ns_to_time(m.mtime_ns()), attrs::shown_perm(&m.attrs, true)),
-            None => (self.started, attrs::DIR_PERM),
+    /// A directory's link count: 2 + its subdirectories when this mount holds a fresh
+    /// listing of it (for the root: of the users), else 2. Counting them otherwise would
+    /// cost a proxy listing on every getattr, so it does not (2 is also what many network
+    /// and FUSE file systems show; `find` goes by the entries' types, which readdir gives).
+    fn dir_nlink(&self, node: &Node) -> u32 {
+        let now = Instant::now();
+        let c = lock(&self.cache);
+        dir_nlink(match node {
+            Node::Root => c.users(now).map(|u| u.len()),
+            Node::Dir(d) => c.subdirs(d, now),
+            Node::File(_) => None,
+        })
+    }
+
+    fn dir_attr(&self, ino: u64, node: &Node, marker: Option<&FileInfo>) -> FileAttr {
+        let (t, at, perm) = match marker {
+            Some(m) => (
+                ns_to_time(m.mtime_ns()),
+                ns_to_time(m.atime_ns()),
+                attrs::shown_perm(&m.attrs, true),
+            ),
+            None => (self.started, self.started, attrs::DIR_PERM),
         };
         FileAttr {
             ino: INodeNo(ino),
             size: 0,
             blocks: 0,
-            atime: t,
+            atime: at,
             mtime: t,
             ctime: t,
             crtime: t,
             kind: FileType::Directory,
             perm: perm as u16,
-            nlink: 2,
+            nlink: self.dir_nlink(node),
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
@@ -235,13 +262,14 @@ impl Shared {
         }
     }
 
+    /// A linked file's attributes (nlink 1; [`Shared::getattr`] shows 0 once unlinked).
     fn file_attr(&self, ino: u64, info: &FileInfo) -> FileAttr {
         let t = ns_to_time(info.mtime_ns());
         FileAttr {
             ino: INodeNo(ino),
             size: info.size,
             blocks: info.size.div_ceil(512),
-            atime: t,
+            atime: ns_to_time(info.atime_ns()),
             mtime: t,
             ctime: t,
             crtime: t,
@@ -451,8 +479,9 @@ impl Shared {
                 if !self.user_exists(name)? {
                     return Err(Errno::ENOENT);
                 }
-                let ino = lock(&self.inodes).lookup(&Node::Dir(DirKey::user(name)));
-                Ok(self.dir_attr(ino, None))
+                let node = Node::Dir(DirKey::user(name));
+                let ino = lock(&self.inodes).lookup(&node);
+                Ok(self.dir_attr(ino, &node, None))
             }
             Node::Dir(dir) => match self.entry(&dir, name)? {
                 Entry::File(info) => {
@@ -461,8 +490,9 @@ impl Shared {
                     Ok(self.file_attr(ino, &info))
                 }
                 Entry::Dir(marker) => {
-                    let ino = lock(&self.inodes).lookup(&Node::Dir(dir.child_dir(name)));
-                    Ok(self.dir_attr(ino, marker.as_ref()))
+                    let node = Node::Dir(dir.child_dir(name));
+                    let ino = lock(&self.inodes).lookup(&node);
+                    Ok(self.dir_attr(ino, &node, marker.as_ref()))
                 }
             },
             Node::File(_) => Err(Errno::ENOTDIR),
@@ -470,23 +500,28 @@ impl Shared {
     }
 
     fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
-        match self.node(ino)? {
-            Node::Root => Ok(self.dir_attr(ino, None)),
+        let node = self.node(ino)?;
+        match &node {
+            Node::Root => Ok(self.dir_attr(ino, &node, None)),
             Node::Dir(dir) => {
-                let marker = self.dir_marker(&dir)?;
-                Ok(self.dir_attr(ino, marker.as_ref()))
+                let marker = self.dir_marker(dir)?;
+                Ok(self.dir_attr(ino, &node, marker.as_ref()))
             }
             Node::File(name) => {
-                if !lock(&self.inodes).is_linked(ino) {
-                    // Unlinked but still open: what the handle holds, if anything.
+                let linked = lock(&self.inodes).is_linked(ino);
+                if !linked {
+                    // Unlinked (or replaced by a rename) but still open: what the handle
+                    // holds, if anything, with no name left (fstat shows nlink 0).
                     let info = self.pending(Some(ino)).unwrap_or(FileInfo {
                         size: 0,
                         timestamp: oss_proto::wire::now_micros(),
                         attrs: Attrs::default(),
                     });
-                    return Ok(self.file_attr(ino, &info));
+                    let mut attr = self.file_attr(ino, &info);
+                    attr.nlink = 0;
+                    return Ok(attr);
                 }
-                let info = self.file_info(&name)?;
+                let info = self.file_info(name)?;
                 Ok(self.file_attr(ino, &info))
             }
         }
@@ -697,6 +732,7 @@ impl Shared {
         // O_APPEND: the kernel's offset comes from its cached size, which may be stale.
         let size = spool.size();
         let off = if h.append { size } else { off };
+        errno::check_file_size(off.saturating_add(data.len() as u64))?;
         h.file_meta().touched();
         // Stream writes that build the file from its start in order; anything else goes
         // the spool way only.
@@ -737,6 +773,7 @@ impl Shared {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         fh: Option<u64>,
     ) -> Result<FileAttr, Errno> {
@@ -750,20 +787,24 @@ impl Shared {
             );
             return Err(Errno::EPERM);
         }
-        let mtime = mtime.map(time_ns);
+        let times = Times {
+            mtime: mtime.map(time_ns),
+            atime: atime.map(time_ns),
+        };
+        let any = mode.is_some() || times.mtime.is_some() || times.atime.is_some();
         match self.node(ino)? {
             Node::Root => {}
             Node::Dir(dir) => {
-                if mode.is_some() || mtime.is_some() {
-                    self.set_dir_attrs(&dir, mode, mtime)?;
+                if any {
+                    self.set_dir_attrs(&dir, mode, times)?;
                 }
             }
             Node::File(name) => {
                 if let Some(n) = size {
                     self.truncate(ino, &name, n, fh)?;
                 }
-                if mode.is_some() || mtime.is_some() {
-                    self.set_file_attrs(ino, &name, mode, mtime)?;
+                if any {
+                    self.set_file_attrs(ino, &name, mode, times)?;
                 }
             }
         }
@@ -771,6 +812,8 @@ impl Shared {
     }
 
     fn truncate(&self, ino: u64, name: &ObjectName, n: u64, fh: Option<u64>) -> Result<(), Errno> {
+        // Too big: EFBIG before anything is fetched, abandoned or marked dirty.
+        errno::check_file_size(n)?;
         let targets: Vec<Arc<Handle>> = match fh {
             Some(fh) => vec![self.handle(fh)?],
             None => self
@@ -813,8 +856,9 @@ impl Shared {
         ino: u64,
         name: &ObjectName,
         mode: Option<u32>,
-        mtime: Option<u64>,
+        times: Times,
     ) -> Result<(), Errno> {
+        let Times { mtime, atime } = times;
         let writers: Vec<Arc<Handle>> = self
             .handles_of(ino)
             .into_iter()
@@ -826,6 +870,9 @@ impl Shared {
             }
             if mtime.is_some() {
                 m.mtime = mtime;
+            }
+            if atime.is_some() {
+                m.atime = atime;
             }
         };
         let mut dirty = false;
@@ -846,6 +893,9 @@ impl Shared {
         }
         // The copy gets a new write timestamp: keep the time the file showed.
         attrs::set_mtime_ns(&mut want, mtime.unwrap_or(info.mtime_ns()));
+        if let Some(t) = atime {
+            attrs::set_atime_ns(&mut want, t);
+        }
         let meta = self.copy_attrs(name, want.clone())?;
         for h in &writers {
             let _st = lock(&h.state);
@@ -864,12 +914,8 @@ impl Shared {
 
     /// chmod and utimens of a directory: stored on its marker if it has one; accepted (and
     /// not kept) otherwise.
-    fn set_dir_attrs(
-        &self,
-        dir: &DirKey,
-        mode: Option<u32>,
-        mtime: Option<u64>,
-    ) -> Result<(), Errno> {
+    fn set_dir_attrs(&self, dir: &DirKey, mode: Option<u32>, times: Times) -> Result<(), Errno> {
+        let Times { mtime, atime } = times;
         let (Some(marker), Some((parent, name))) = (dir.marker(), dir.parent()) else {
             return Ok(());
         };
@@ -889,6 +935,9 @@ impl Shared {
             want.set_mode(attrs::dir_mode(mode));
         }
         attrs::set_mtime_ns(&mut want, mtime.unwrap_or(current.mtime_ns()));
+        if let Some(t) = atime {
+            attrs::set_atime_ns(&mut want, t);
+        }
         let meta = self.copy_attrs(&marker, want.clone())?;
         let info = FileInfo {
             size: meta.size,
@@ -982,9 +1031,10 @@ impl Shared {
             // Made just now, so known empty: `cp -r`'s lookups inside need not ask.
             c.put_listing(&child, &BTreeMap::new(), now);
         }
-        let ino = lock(&self.inodes).lookup(&Node::Dir(child));
+        let node = Node::Dir(child);
+        let ino = lock(&self.inodes).lookup(&node);
         debug!(name = %marker, "directory made");
-        Ok(self.dir_attr(ino, Some(&info)))
+        Ok(self.dir_attr(ino, &node, Some(&info)))
     }
 
     fn mkdir_user(&self, name: &str) -> Result<FileAttr, Errno> {
@@ -994,12 +1044,13 @@ impl Shared {
             return Err(Errno::EEXIST);
         }
         lock(&self.cache).make_user(name);
-        let ino = lock(&self.inodes).lookup(&Node::Dir(DirKey::user(name)));
+        let node = Node::Dir(DirKey::user(name));
+        let ino = lock(&self.inodes).lookup(&node);
         info!(
             user = name,
             "new user folder (kept locally until it has files)"
         );
-        Ok(self.dir_attr(ino, None))
+        Ok(self.dir_attr(ino, &node, None))
     }
 
     fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
@@ -1406,7 +1457,7 @@ impl Filesystem for OssFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -1417,7 +1468,10 @@ impl Filesystem for OssFs {
         reply: ReplyAttr,
     ) {
         let fh = fh.map(|f| f.0);
-        match self.0.setattr(ino.0, mode, uid, gid, size, mtime, fh) {
+        match self
+            .0
+            .setattr(ino.0, mode, uid, gid, size, atime, mtime, fh)
+        {
             Ok(attr) => reply.attr(&self.0.ttl, &attr),
             Err(e) => reply.error(reply_err("setattr", e)),
         }

@@ -211,6 +211,9 @@ pub struct FileMeta {
     pub mode: Option<u32>,
     /// Modification time (ns) set explicitly since the last write (`touch -d`, `cp -p`).
     pub mtime: Option<u64>,
+    /// Access time (ns) set explicitly (`touch -a`, `cp -p`); a write keeps it (writes do
+    /// not change the access time).
+    pub atime: Option<u64>,
     /// When the last write arrived (ns), until the next upload.
     pub last_write: Option<u64>,
     /// The write timestamp (µs) of this handle's last upload.
@@ -227,12 +230,16 @@ impl FileMeta {
 
     /// The attributes of the next upload: the base's, with the mode and an explicitly set
     /// time. A time set before the last write is gone (the write changed the file); then
-    /// the object's own write timestamp is the file's time.
+    /// the object's own write timestamp is the file's time. The access time (stored in the
+    /// base or set since) stays.
     pub fn upload_attrs(&self) -> Attrs {
         let mut a = self.base.clone();
         a.meta.remove(Attrs::MTIME);
         if let Some(t) = self.mtime {
             attrs::set_mtime_ns(&mut a, t);
+        }
+        if let Some(t) = self.atime {
+            attrs::set_atime_ns(&mut a, t);
         }
         if let Some(m) = self.mode {
             a.set_mode(m);
@@ -261,6 +268,7 @@ impl FileMeta {
         self.base = stored.clone();
         self.mode = None;
         self.mtime = None;
+        self.atime = None;
         self.last_write = None;
         self.stored_at = Some(timestamp);
     }
@@ -862,6 +870,35 @@ mod tests {
         assert_eq!(m.mode, None);
         assert_eq!(m.upload_attrs().mode(), Some(0o100600), "kept in the base");
         assert_eq!(m.shown_mtime_ns(), 42_000, "the upload's timestamp");
+    }
+
+    #[test]
+    fn file_meta_keeps_an_explicit_atime_across_writes() {
+        let mut base = Attrs::default();
+        attrs::set_atime_ns(&mut base, 3_000_000_000);
+        let mut m = FileMeta::new(base);
+        m.touched();
+        assert_eq!(
+            attrs::atime_ns(&m.upload_attrs()),
+            Some(3_000_000_000),
+            "the stored atime survives a write"
+        );
+        m.atime = Some(9_000_000_009);
+        m.touched();
+        let up = m.upload_attrs();
+        assert_eq!(
+            attrs::atime_ns(&up),
+            Some(9_000_000_009),
+            "a write keeps it"
+        );
+        assert_eq!(attrs::mtime_ns(&up), None);
+        m.uploaded(&up, 42);
+        assert_eq!(m.atime, None);
+        assert_eq!(
+            attrs::atime_ns(&m.upload_attrs()),
+            Some(9_000_000_009),
+            "in the base"
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@
 //! - [`inode`]: the inode table (inode numbers ↔ root / directory / file, lookup counts).
 //! - [`cache`]: per-directory listings and attributes remembered for a short TTL, and the
 //!   folding of a listing page (files, markers, prefixes) into entries; pure data.
-//! - [`attrs`]: the modification time and mode a file carries in its object's metadata.
+//! - [`attrs`]: the modification and access times and the mode a file carries in its
+//!   object's metadata.
 //! - [`rename`]: the plan of a directory rename (copy everything, then delete), pure.
 //! - [`handle`]: open files: the write spool (a local temp file) and read-ahead streams.
 //! - [`fs`]: the FUSE callbacks, thin wrappers over helpers returning `Result<_, Errno>`.

@@ -949,3 +949,157 @@ fn fuse_dirs_rename_of_a_big_tree_logs_progress() {
         "the old directory after the move"
     );
 }
+
+/// `stat -c FMT` of a path on the mount, in UTC.
+fn stat_fmt(m: &Mount, fmt: &str, rel: &str) -> String {
+    let mut cmd = Command::new("stat");
+    cmd.args(["-c", fmt, &m.p(rel)]).env("TZ", "UTC");
+    cmd_ok(m, cmd, &format!("stat -c {fmt} {rel}"))
+        .stdout_str()
+        .trim_end()
+        .to_owned()
+}
+
+/// What pjdfstest found: a size past the mount's maximum (1 TiB) is EFBIG, not EIO, for
+/// `truncate -s`, `ftruncate` and a write, and changes nothing; a file unlinked (or renamed
+/// over) while open has no links left (fstat's nlink is 0).
+#[test]
+fn fuse_dirs_too_big_is_efbig_and_removed_open_files_have_no_links() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let Some((c, m)) = setup("fuse_dirs_efbig", 2) else {
+        return;
+    };
+    fs::create_dir(m.path("alice")).unwrap();
+    fs::create_dir(m.path("alice/d")).unwrap();
+    fs::write(m.path("alice/d/f"), b"ten bytes!").unwrap();
+    let huge = "999999999999999";
+    let out = tool("truncate", &["-s", huge, &m.p("alice/d/f")]);
+    assert!(!out.status.success(), "truncate -s {huge} succeeded");
+    assert!(
+        out.stderr_str().contains("File too large"),
+        "truncate -s {huge}: {}",
+        out.stderr_str().trim_end()
+    );
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("alice/d/f"))
+        .unwrap();
+    let e = f.set_len(999_999_999_999_999).expect_err("ftruncate");
+    assert_eq!(errno_of(&e), libc::EFBIG, "ftruncate: {e}");
+    let e = f.write_at(b"x", 1 << 41).expect_err("pwrite at 2 TiB");
+    assert_eq!(errno_of(&e), libc::EFBIG, "pwrite at 2 TiB: {e}");
+    assert_eq!(f.metadata().unwrap().len(), 10, "fstat after EFBIG");
+    f.flush().unwrap();
+    drop(f);
+    assert_eq!(fs::read(m.path("alice/d/f")).unwrap(), b"ten bytes!");
+    assert_cli_content(&c, "alice/d/f", b"ten bytes!", "after EFBIG");
+    assert_eq!(stat_fmt(&m, "%s %h", "alice/d/f"), "10 1", "size and links");
+
+    // Unlinked while open, for reading and for writing: nlink 0.
+    let r = fs::File::open(m.path("alice/d/f")).unwrap();
+    let mut w = fs::File::create(m.path("alice/d/w")).unwrap();
+    w.write_all(b"being written").unwrap();
+    assert_eq!(r.metadata().unwrap().nlink(), 1, "fstat before the unlink");
+    assert_eq!(w.metadata().unwrap().nlink(), 1, "fstat of a new file");
+    fs::remove_file(m.path("alice/d/f")).unwrap();
+    fs::remove_file(m.path("alice/d/w")).unwrap();
+    assert_eq!(r.metadata().unwrap().nlink(), 0, "fstat after the unlink");
+    let wm = w.metadata().unwrap();
+    assert_eq!(
+        (wm.nlink(), wm.len()),
+        (0, 13),
+        "fstat of the unlinked new file"
+    );
+    drop((r, w));
+    // Replaced by a rename while open: the old file has no name left either.
+    fs::write(m.path("alice/d/old"), b"old").unwrap();
+    fs::write(m.path("alice/d/new"), b"new").unwrap();
+    let o = fs::File::open(m.path("alice/d/old")).unwrap();
+    fs::rename(m.path("alice/d/new"), m.path("alice/d/old")).unwrap();
+    assert_eq!(
+        o.metadata().unwrap().nlink(),
+        0,
+        "fstat of the replaced file"
+    );
+    assert_eq!(stat_fmt(&m, "%h", "alice/d/old"), "1", "the file now there");
+    drop(o);
+    c.assert_not_found("alice/d/f");
+    c.assert_not_found("alice/d/w");
+}
+
+/// A directory's link count is 2 + its subdirectories while its listing is known; an access
+/// time set with utimensat is kept apart from the modification time (and survives a
+/// remount), a file without one shows its mtime, and reading changes neither.
+#[test]
+fn fuse_dirs_nlink_of_directories_and_atime() {
+    use std::os::unix::fs::MetadataExt;
+    let Some((_c, mut m)) = setup("fuse_dirs_atime", 2) else {
+        return;
+    };
+    fs::create_dir(m.path("alice")).unwrap();
+    for d in ["alice/n", "alice/n/s1", "alice/n/s2"] {
+        fs::create_dir(m.path(d)).unwrap();
+    }
+    fs::write(m.path("alice/n/f"), b"file").unwrap();
+    // A listing (ls) makes the count known; files do not count.
+    let links = |m: &Mount| {
+        fs::read_dir(m.path("alice/n")).unwrap().count();
+        fs::metadata(m.path("alice/n")).unwrap().nlink()
+    };
+    wait_until(
+        VISIBLE_WITHIN,
+        "nlink 4 of a directory with 2 subdirectories",
+        || links(&m) == 4,
+    );
+    fs::remove_dir(m.path("alice/n/s1")).unwrap();
+    wait_until(VISIBLE_WITHIN, "nlink 3 after an rmdir", || links(&m) == 3);
+
+    let f = "alice/n/f";
+    let t = |secs: u64, ns: u32| UNIX_EPOCH + Duration::new(1_600_000_000 + secs, ns);
+    let (atime, mtime) = (t(1, 111_111_111), t(2, 222_222_222));
+    // No atime set: the mtime.
+    let md = fs::metadata(m.path(f)).unwrap();
+    assert_eq!(
+        md.accessed().unwrap(),
+        md.modified().unwrap(),
+        "atime without one set"
+    );
+    fs::File::open(m.path(f))
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_accessed(atime).set_modified(mtime))
+        .unwrap();
+    let shown = "2020-09-13 12:26:41.111111111 +0000|2020-09-13 12:26:42.222222222 +0000";
+    assert_eq!(
+        stat_fmt(&m, "%x|%y", f),
+        shown,
+        "atime|mtime after utimensat"
+    );
+    // Reading stores nothing: the times stay, here and after a remount.
+    assert_eq!(fs::read(m.path(f)).unwrap(), b"file");
+    assert_eq!(stat_fmt(&m, "%x|%y", f), shown, "after a read");
+    // touch -a sets the atime only; a directory (with a marker) keeps one too.
+    ok(
+        &m,
+        "touch",
+        &["-d", "2003-01-01 00:00:00 UTC", &m.p("alice/n/s2")],
+    );
+    ok(
+        &m,
+        "touch",
+        &["-a", "-d", "2004-01-01 00:00:00 UTC", &m.p("alice/n/s2")],
+    );
+    let dir_shown = "2004-01-01 00:00:00.000000000 +0000|2003-01-01 00:00:00.000000000 +0000";
+    assert_eq!(stat_fmt(&m, "%x|%y", "alice/n/s2"), dir_shown, "directory");
+    m.unmount();
+    m.spawn().unwrap_or_else(|e| panic!("remount: {e}"));
+    assert_eq!(stat_fmt(&m, "%x|%y", f), shown, "after a remount");
+    assert_eq!(fs::read(m.path(f)).unwrap(), b"file");
+    assert_eq!(stat_fmt(&m, "%x|%y", f), shown, "after a read, remounted");
+    assert_eq!(
+        stat_fmt(&m, "%x|%y", "alice/n/s2"),
+        dir_shown,
+        "directory, remounted"
+    );
+    m.unmount();
+}
