@@ -197,20 +197,44 @@ impl Proxy {
         Self::members_of(&st, &st.replica_set(part))
     }
 
-    /// The live members of a name's replica set: what a read consults.
-    pub fn read_members(&self, name: &ObjectName) -> (u32, Vec<Member>) {
+    /// The members of a name's replica set that are up.
+    fn live_members(&self, name: &ObjectName) -> (u32, Vec<Member>) {
         let part = name.partition(self.part_power());
-        let all = self.replica_members(part);
-        let live = all
+        let live = self
+            .replica_members(part)
             .into_iter()
             .filter(|m| self.backends.health.is_up(&m.addr))
             .collect();
         (part, live)
     }
 
+    /// What a read consults: the live members of a name's replica set, or all of them when
+    /// none is known to be up. "Failing" is a hint from one missed check or request (a
+    /// loaded machine misses a deadline now and then); trying costs a timeout, while
+    /// refusing outright fails a read that may well succeed. (Writes go to stand-ins
+    /// instead.) A server that stays down is declared offline and leaves the replica set.
+    pub fn read_members(&self, name: &ObjectName) -> (u32, Vec<Member>) {
+        let (part, live) = self.live_members(name);
+        if live.is_empty() {
+            (part, self.replica_members(part))
+        } else {
+            (part, live)
+        }
+    }
+
+    /// Who replaces a write target that failed: a live member of the partition's current
+    /// replica set not tried yet (the set changes when a server is declared offline while
+    /// the write runs), else a stand-in.
+    pub fn replacement(&self, part: u32, tried: &[DevId]) -> Option<Member> {
+        self.replica_members(part)
+            .into_iter()
+            .find(|m| !tried.contains(&m.id) && self.backends.health.is_up(&m.addr))
+            .or_else(|| self.stand_in(part, tried))
+    }
+
     /// Where a write goes: the live members, plus stand-ins until there are `replicas`.
     pub fn write_targets(&self, name: &ObjectName) -> (u32, Vec<Member>) {
-        let (part, mut live) = self.read_members(name);
+        let (part, mut live) = self.live_members(name);
         let need = self.replicas();
         let mut tried: Vec<DevId> = live.iter().map(|m| m.id).collect();
         while live.len() < need {

@@ -19,8 +19,9 @@ pub struct Config {
     pub check_interval: Duration,
     /// A server that has not answered for this long is declared offline.
     pub offline_after: Duration,
-    /// Connect + handshake deadline towards a storage server. Short: loopback or LAN, and a
-    /// hung server (SIGSTOP) must not hang clients.
+    /// Connect + login deadline towards a storage server (the login is two round trips).
+    /// Short: loopback or LAN, and a hung server (SIGSTOP) must not hang clients; long
+    /// enough that a loaded machine does not turn a slow accept into a failing server.
     pub connect_timeout: Duration,
     /// Deadline for a storage server's answer to a short request (Swift's node_timeout is
     /// 3 s for the same reason: long enough for a busy disk, short enough for a hung server).
@@ -44,7 +45,7 @@ impl Config {
             disks: Vec::new(),
             check_interval: Duration::from_millis(500),
             offline_after: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(3),
             stream_timeout: Duration::from_secs(10),
             commit_timeout: Duration::from_secs(120),

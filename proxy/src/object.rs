@@ -178,7 +178,7 @@ async fn put(
             }),
             Err(e) => {
                 warn!(server = %m.addr, error = %e, "upload target unreachable, trying a stand-in");
-                if let Some(h) = proxy.stand_in(part, &tried) {
+                if let Some(h) = proxy.replacement(part, &tried) {
                     candidates.push(h);
                 }
             }
@@ -623,7 +623,7 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
             }
         }
         for _ in 0..failed {
-            if let Some(h) = proxy.stand_in(part, &tried) {
+            if let Some(h) = proxy.replacement(part, &tried) {
                 tried.push(h.id);
                 round.push(h);
             }
