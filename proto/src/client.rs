@@ -360,10 +360,12 @@ impl Client {
         Ok(all)
     }
 
-    /// Every live file of a user (all depths), sorted by name.
+    /// Every live file of a user (all depths), sorted by name, in pages as large as a page
+    /// may be (fewer round trips; a page stays within its byte bound anyway).
     pub async fn list(&self, user: &str) -> Result<Vec<ObjectMeta>> {
         let q = ListQuery {
             user: user.to_owned(),
+            limit: crate::wire::MAX_LIST_LIMIT,
             ..ListQuery::default()
         };
         Ok(self
