@@ -84,6 +84,9 @@ pub fn dir_query(dir: &DirKey) -> ListQuery {
         user: dir.user.clone(),
         prefix: dir.prefix(),
         delimiter: Some('/'),
+        // A directory is read whole (readdir, then `ls -l`'s lookups): the largest pages,
+        // so 10,000 entries take a round trip or two, not ten.
+        limit: oss_proto::wire::MAX_LIST_LIMIT,
         ..ListQuery::default()
     }
 }

@@ -31,6 +31,7 @@ use crate::attrs;
 use crate::cache::{
     below_object, below_query, dir_nlink, dir_query, fold, Cache, Cached, Entry, FileInfo,
 };
+use crate::dirtimes::DirTimes;
 use crate::errno;
 use crate::handle::{lock, Ctx, Data, FileMeta, Handle, LiveUpload, State};
 use crate::inode::{DirKey, InodeTable, Node, ROOT};
@@ -63,6 +64,10 @@ pub struct Shared {
     statfs: Mutex<Option<(Instant, [u64; 4])>>,
     /// Regular files found hidden by a directory of the same name (each logged once).
     shadowed: Mutex<HashSet<ObjectName>>,
+    /// Directories' mtime and ctime as changed by this mount's own creates, removals and
+    /// renames: kept here only (no request to the proxy), so not shared with other mounts
+    /// and forgotten on a remount; a marker's stored time is what lasts (see [`DirTimes`]).
+    dir_times: Mutex<DirTimes>,
     ttl: Duration,
     uid: u32,
     gid: u32,
@@ -166,6 +171,7 @@ impl Shared {
             next_fh: AtomicU64::new(1),
             statfs: Mutex::new(None),
             shadowed: Mutex::new(HashSet::new()),
+            dir_times: Mutex::new(DirTimes::new()),
             ttl,
             uid: unsafe { libc::geteuid() },
             gid: unsafe { libc::getegid() },
@@ -234,23 +240,39 @@ impl Shared {
         })
     }
 
+    /// An entry of `dir` was added, removed or renamed by this mount: its mtime and ctime
+    /// become now, in this mount's memory only (see [`DirTimes`]).
+    fn dir_changed(&self, dir: Node) {
+        lock(&self.dir_times).entry_changed(dir, attrs::now_ns());
+    }
+
+    /// A directory's attributes. Its mtime and ctime are the later of the marker's stored
+    /// time (the mount's start without a marker) and the last entry change this mount made
+    /// in it: directory times are kept by the mount that made the change, not shared with
+    /// other mounts and not kept across remounts (except a marker's stored time).
     fn dir_attr(&self, ino: u64, node: &Node, marker: Option<&FileInfo>) -> FileAttr {
+        let started = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         let (t, at, perm) = match marker {
             Some(m) => (
-                ns_to_time(m.mtime_ns()),
-                ns_to_time(m.atime_ns()),
+                m.mtime_ns(),
+                m.atime_ns(),
                 attrs::shown_perm(&m.attrs, true),
             ),
-            None => (self.started, self.started, attrs::DIR_PERM),
+            None => (started, started, attrs::DIR_PERM),
         };
+        let (mtime, ctime) = lock(&self.dir_times).shown(node, t, t);
         FileAttr {
             ino: INodeNo(ino),
             size: 0,
             blocks: 0,
-            atime: at,
-            mtime: t,
-            ctime: t,
-            crtime: t,
+            atime: ns_to_time(at),
+            mtime: ns_to_time(mtime),
+            ctime: ns_to_time(ctime),
+            crtime: ns_to_time(t),
             kind: FileType::Directory,
             perm: perm as u16,
             nlink: self.dir_nlink(node),
@@ -701,6 +723,9 @@ impl Shared {
         };
         let ino = lock(&self.inodes).lookup(&Node::File(obj.clone()));
         let fh = self.add_handle(Handle::new(ino, writable, append, data, dirty, meta));
+        if existing.is_none() {
+            self.dir_changed(Node::Dir(dir.clone()));
+        }
         let info = match self.pending(Some(ino)) {
             Some(info) => info,
             None => self.file_info(&obj)?,
@@ -945,6 +970,7 @@ impl Shared {
             attrs: want,
         };
         lock(&self.cache).put_entry(&parent, name, Entry::Dir(Some(info)), Instant::now());
+        lock(&self.dir_times).attrs_set(Node::Dir(dir.clone()), mtime.is_some(), attrs::now_ns());
         Ok(())
     }
 
@@ -1031,6 +1057,7 @@ impl Shared {
             // Made just now, so known empty: `cp -r`'s lookups inside need not ask.
             c.put_listing(&child, &BTreeMap::new(), now);
         }
+        self.dir_changed(Node::Dir(dir.clone()));
         let node = Node::Dir(child);
         let ino = lock(&self.inodes).lookup(&node);
         debug!(name = %marker, "directory made");
@@ -1044,6 +1071,7 @@ impl Shared {
             return Err(Errno::EEXIST);
         }
         lock(&self.cache).make_user(name);
+        self.dir_changed(Node::Root);
         let node = Node::Dir(DirKey::user(name));
         let ino = lock(&self.inodes).lookup(&node);
         info!(
@@ -1089,6 +1117,11 @@ impl Shared {
             c.put_absent(&dir, name, Instant::now());
             c.forget_tree(&child);
         }
+        {
+            let mut t = lock(&self.dir_times);
+            t.remove_tree(&child);
+            t.entry_changed(Node::Dir(dir), attrs::now_ns());
+        }
         lock(&self.inodes).unlink(&Node::Dir(child));
         Ok(())
     }
@@ -1107,6 +1140,11 @@ impl Shared {
         }
         cache.remove_user(name);
         drop(cache);
+        {
+            let mut t = lock(&self.dir_times);
+            t.remove_tree(&top);
+            t.entry_changed(Node::Root, attrs::now_ns());
+        }
         lock(&self.inodes).unlink(&Node::Dir(top));
         Ok(())
     }
@@ -1138,6 +1176,7 @@ impl Shared {
         if !existed && !pending {
             return Err(Errno::ENOENT);
         }
+        self.dir_changed(Node::Dir(dir));
         Ok(())
     }
 
@@ -1180,6 +1219,14 @@ impl Shared {
             Source::File => self.rename_file(&from, name, &to, newname, noreplace),
             Source::Dir => self.rename_dir(&from, name, &to, newname, noreplace),
         }
+    }
+
+    /// A rename from `from_dir` to `to_dir` changed both (see [`Shared::dir_changed`]).
+    fn dirs_changed(&self, from_dir: &DirKey, to_dir: &DirKey) {
+        let now = attrs::now_ns();
+        let mut t = lock(&self.dir_times);
+        t.entry_changed(Node::Dir(from_dir.clone()), now);
+        t.entry_changed(Node::Dir(to_dir.clone()), now);
     }
 
     /// A file: a server-side copy to the new name, then a delete of the old one. Not
@@ -1227,6 +1274,7 @@ impl Shared {
             c.put_entry(to_dir, newname, Entry::File(FileInfo::from(&meta)), now);
         }
         lock(&self.inodes).rename(&Node::File(from), &Node::File(to));
+        self.dirs_changed(from_dir, to_dir);
         Ok(())
     }
 
@@ -1354,6 +1402,8 @@ impl Shared {
             c.put_entry(to_dir, newname, Entry::Dir(marker_info), now);
         }
         lock(&self.inodes).rename_dir(&src, &dst);
+        lock(&self.dir_times).rename_tree(&src, &dst);
+        self.dirs_changed(from_dir, to_dir);
         if failed > 0 {
             return Err(Errno::EIO);
         }

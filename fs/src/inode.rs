@@ -151,7 +151,7 @@ impl Node {
 
     /// This node's name after its directory `from` became `to`; `None` if it is not in
     /// `from` (at any depth).
-    fn moved(&self, from: &DirKey, to: &DirKey) -> Option<Node> {
+    pub(crate) fn moved(&self, from: &DirKey, to: &DirKey) -> Option<Node> {
         match self {
             Node::Root => None,
             Node::Dir(d) if d.is_within(from) => {

@@ -5,6 +5,7 @@
 //! - [`inode`]: the inode table (inode numbers ↔ root / directory / file, lookup counts).
 //! - [`cache`]: per-directory listings and attributes remembered for a short TTL, and the
 //!   folding of a listing page (files, markers, prefixes) into entries; pure data.
+//! - [`dirtimes`]: directories' mtime and ctime as changed by this mount (in memory only).
 //! - [`attrs`]: the modification and access times and the mode a file carries in its
 //!   object's metadata.
 //! - [`rename`]: the plan of a directory rename (copy everything, then delete), pure.
@@ -20,6 +21,7 @@
 
 pub mod attrs;
 pub mod cache;
+pub mod dirtimes;
 pub mod errno;
 pub mod fs;
 pub mod handle;

@@ -1103,3 +1103,51 @@ fn fuse_dirs_nlink_of_directories_and_atime() {
     );
     m.unmount();
 }
+
+/// A directory's mtime and ctime move on when this mount adds, removes or renames an entry
+/// in it (kept in the mount's memory: no request to the proxy), checked past the 1 s cache.
+#[test]
+fn fuse_dirs_mtime_and_ctime_follow_entry_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let Some((_c, m)) = setup("fuse_dirs_dir_times", 2) else {
+        return;
+    };
+    fs::create_dir(m.path("alice")).unwrap();
+    fs::create_dir(m.path("alice/d")).unwrap();
+    fs::create_dir(m.path("alice/other")).unwrap();
+    let times = |p: &str| {
+        let md = fs::metadata(m.path(p)).unwrap_or_else(|e| panic!("stat {p}: {e}"));
+        ((md.mtime(), md.mtime_nsec()), (md.ctime(), md.ctime_nsec()))
+    };
+    let step = |what: &str, dirs: &[&str], op: &dyn Fn()| {
+        let before: Vec<_> = dirs.iter().map(|d| times(d)).collect();
+        std::thread::sleep(Duration::from_millis(1100));
+        op();
+        std::thread::sleep(Duration::from_millis(1100));
+        for (d, (m0, c0)) in dirs.iter().zip(before) {
+            let (m1, c1) = times(d);
+            assert!(m1 > m0, "{what}: mtime of {d}: {m0:?} then {m1:?}");
+            assert!(c1 > c0, "{what}: ctime of {d}: {c0:?} then {c1:?}");
+        }
+    };
+    step("create d/f", &["alice/d"], &|| {
+        fs::write(m.path("alice/d/f"), b"f").unwrap()
+    });
+    step("unlink d/f", &["alice/d"], &|| {
+        fs::remove_file(m.path("alice/d/f")).unwrap()
+    });
+    step("mkdir d/sub", &["alice/d"], &|| {
+        fs::create_dir(m.path("alice/d/sub")).unwrap()
+    });
+    step("rmdir d/sub", &["alice/d"], &|| {
+        fs::remove_dir(m.path("alice/d/sub")).unwrap()
+    });
+    fs::write(m.path("alice/other/g"), b"g").unwrap();
+    step("rename into d", &["alice/d", "alice/other"], &|| {
+        fs::rename(m.path("alice/other/g"), m.path("alice/d/g")).unwrap()
+    });
+    step("rename out of d", &["alice/d", "alice/other"], &|| {
+        fs::rename(m.path("alice/d/g"), m.path("alice/other/h")).unwrap()
+    });
+    assert_eq!(fs::read(m.path("alice/other/h")).unwrap(), b"g");
+}
