@@ -195,6 +195,32 @@ impl Backends {
         }
     }
 
+    /// Sends a `Get` and reads its answer: the connection, positioned at the body, when the
+    /// server answered `Object`. A refusal (`NotFound`, `Stale`, `Corrupt`) comes back as
+    /// `Error::Remote` with the connection kept for reuse; a broken one is counted as a failure.
+    pub async fn open_get(&self, addr: &str, get: &StorageRequest) -> Result<Connection> {
+        let mut c = self.conn(addr).await?;
+        let opened = self
+            .timed(async {
+                c.write_header(get).await?;
+                c.flush().await?;
+                c.read_response().await
+            })
+            .await;
+        match opened {
+            Ok(Response::Object { .. }) => Ok(c),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::Remote(e)) => {
+                self.put_back(addr, c);
+                Err(Error::Remote(e))
+            }
+            Err(e) => {
+                self.failed(addr, &e);
+                Err(e)
+            }
+        }
+    }
+
     /// A paged listing (`ListPartition`), all pages collected.
     pub async fn list(&self, addr: &str, req: &StorageRequest) -> Result<Vec<ObjectMeta>> {
         let mut c = self.conn(addr).await?;

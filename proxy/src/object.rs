@@ -335,34 +335,14 @@ async fn copy_once(
             len: None,
             timestamp: Some(meta.timestamp),
         };
-        let mut c = match proxy.backends.conn(&holder.addr).await {
+        let mut c = match proxy.backends.open_get(&holder.addr, &get).await {
             Ok(c) => c,
+            Err(Error::Remote(e @ WireError::Stale { .. })) => return Err(e),
             Err(e) => {
                 last_err = e.to_wire();
                 continue;
             }
         };
-        let opened = proxy
-            .backends
-            .timed(async {
-                c.write_header(&get).await?;
-                c.flush().await?;
-                c.read_response().await
-            })
-            .await;
-        match opened {
-            Ok(Response::Object { .. }) => {}
-            Ok(other) => {
-                last_err = unexpected(other).to_wire();
-                continue;
-            }
-            Err(Error::Remote(e @ WireError::Stale { .. })) => return Err(e),
-            Err(e) => {
-                proxy.backends.failed(&holder.addr, &e);
-                last_err = e.to_wire();
-                continue;
-            }
-        }
         let mut source = Source::Replica {
             conn: &mut c,
             md5: meta.md5,
@@ -466,29 +446,9 @@ async fn download_once(
             len: Some(len - sent),
             timestamp: Some(meta.timestamp),
         };
-        let mut c = match proxy.backends.conn(&src.addr).await {
+        let mut c = match proxy.backends.open_get(&src.addr, &req).await {
             Ok(c) => c,
             Err(e) => {
-                last_err = e.to_wire();
-                continue;
-            }
-        };
-        let opened = proxy
-            .backends
-            .timed(async {
-                c.write_header(&req).await?;
-                c.flush().await?;
-                c.read_response().await
-            })
-            .await;
-        match opened {
-            Ok(Response::Object { .. }) => {}
-            Ok(other) => {
-                last_err = unexpected(other).to_wire();
-                continue;
-            }
-            Err(e) => {
-                proxy.backends.failed(&src.addr, &e);
                 if matches!(
                     e,
                     Error::Remote(WireError::Corrupt(_)) | Error::Remote(WireError::NotFound)
@@ -498,7 +458,7 @@ async fn download_once(
                 last_err = e.to_wire();
                 continue;
             }
-        }
+        };
         if !header_sent {
             let hdr = Response::Object {
                 meta: meta.clone(),

@@ -135,7 +135,6 @@ pub async fn copy_object(
             Err(e) => Err(e),
         };
     }
-    let mut src = b.conn(from).await?;
     let get = StorageRequest::Get {
         name: meta.name.clone(),
         part,
@@ -143,27 +142,13 @@ pub async fn copy_object(
         len: None,
         timestamp: Some(meta.timestamp),
     };
-    let opened = b
-        .timed(async {
-            src.write_header(&get).await?;
-            src.flush().await?;
-            src.read_response().await
-        })
-        .await;
-    match opened {
-        Ok(Response::Object { .. }) => {}
-        Ok(other) => return Err(unexpected(other)),
+    let mut src = match b.open_get(from, &get).await {
+        Ok(c) => c,
         // Overwritten (or deleted) at the source since it was listed: the newer version
         // was written to every member, the destination included, so there is nothing to do.
-        Err(Error::Remote(WireError::Stale { .. })) => {
-            b.put_back(from, src);
-            return Ok(0);
-        }
-        Err(e) => {
-            b.failed(from, &e);
-            return Err(e);
-        }
-    }
+        Err(Error::Remote(WireError::Stale { .. })) => return Ok(0),
+        Err(e) => return Err(e),
+    };
     let mut dst = b.conn(to).await?;
     let put = StorageRequest::Put {
         name: meta.name.clone(),

@@ -608,15 +608,6 @@ fn heal_check_reports_good_replicas_and_repairs_a_corrupt_one() {
     c.assert_content("chk/bad", &bad);
 }
 
-/// Lines of `oss list ARGS`.
-fn ls(c: &Cluster, args: &[&str]) -> Vec<String> {
-    let mut all = vec!["list"];
-    all.extend_from_slice(args);
-    let out = c.oss(&all);
-    out.assert_ok(&format!("oss {}", all.join(" ")));
-    out.stdout_str().lines().map(str::to_owned).collect()
-}
-
 /// Directory markers are objects like any other: an empty directory and its content type
 /// survive a dead server's refill, an add-disk and a remove-disk, and so do nested names.
 #[test]

@@ -7,14 +7,7 @@ use std::time::Duration;
 
 use oss_tests::*;
 
-/// `oss list ARGS...` as its lines; panics unless it succeeds.
-fn ls(c: &Cluster, args: &[&str]) -> Vec<String> {
-    let mut all = vec!["list"];
-    all.extend_from_slice(args);
-    let out = c.oss(&all);
-    out.assert_ok(&format!("oss {}", all.join(" ")));
-    out.stdout_str().lines().map(str::to_owned).collect()
-}
+use crate::util2::ls;
 
 /// One line of `oss list -l`: (size, md5, time, name), with `-` where a directory has none.
 fn long_rows(c: &Cluster, args: &[&str]) -> Vec<[String; 4]> {

@@ -368,3 +368,12 @@ pub fn obj_is_tombstone(path: &Path) -> Option<bool> {
     let _ts = varint(&mut i)?;
     rec.get(i).map(|&d| d == 1)
 }
+
+/// `oss list ARGS...` as its lines; panics unless it succeeds.
+pub fn ls(c: &Cluster, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["list"];
+    all.extend_from_slice(args);
+    let out = c.oss(&all);
+    out.assert_ok(&format!("oss {}", all.join(" ")));
+    out.stdout_str().lines().map(str::to_owned).collect()
+}
