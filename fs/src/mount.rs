@@ -142,7 +142,8 @@ pub fn run(
             client,
             rt: rt.handle().clone(),
             cache_dir: opts.cache_dir.clone(),
-            only_user: (opts.creds.user != "admin").then(|| opts.creds.user.clone()),
+            only_user: (opts.creds.user != oss_proto::wire::ADMIN_USER)
+                .then(|| opts.creds.user.clone()),
         },
         opts.ttl,
     ));

@@ -51,6 +51,8 @@ use crate::ring::DevId;
 pub const PROTOCOL_VERSION: u32 = 3;
 /// The user the proxy logs in as on storage servers, with the cluster secret.
 pub const CLUSTER_USER: &str = "oss-cluster";
+/// The account owner: the user of the admin key, who may do everything (a reserved name).
+pub const ADMIN_USER: &str = "admin";
 /// Sent in [`Hello`] so a stray client (an HTTP probe, say) is told off quickly.
 pub const MAGIC: [u8; 4] = *b"oss1";
 /// Largest header frame. Listings are paged well below this; anything larger is garbage.

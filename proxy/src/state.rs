@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use oss_proto::ring::{DevId, Move, Ring};
@@ -157,24 +158,10 @@ impl Persisted {
         Ok(Some(p))
     }
 
-    /// Atomic replace: temp file, fsync, rename, fsync the directory.
+    /// Atomic replace (see [`write_durably`]).
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        let path = Self::path(dir);
-        let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
-        let werr = |source| StateError::Write {
-            path: path.clone(),
-            source,
-        };
         let text = serde_json::to_vec_pretty(self).expect("state serializes");
-        let mut f = fs::File::create(&tmp).map_err(werr)?;
-        f.write_all(&text).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(werr)?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(werr)?;
-        Ok(())
+        write_durably(dir, STATE_FILE, &text, 0o644)
     }
 
     /// Devices that will hold replicas of `part` when its queued moves are done, plus the
@@ -195,6 +182,33 @@ impl Persisted {
             .or_else(|| self.target.device(id))
             .map(|d| d.addr.as_str())
     }
+}
+
+/// Replaces `dir/name` atomically and durably: a temp file created with `mode`, written and
+/// fsynced, renamed over the old one, then the directory fsynced. The one way every file of
+/// the state directory is written (the ring and plan, the user table, the admin key).
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let werr = |source| StateError::Write {
+        path: path.clone(),
+        source,
+    };
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(werr)?;
+    f.write_all(bytes).map_err(werr)?;
+    f.sync_all().map_err(werr)?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(werr)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,8 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -23,10 +21,9 @@ use oss_proto::name::validate_user;
 use oss_proto::WireError;
 use serde::{Deserialize, Serialize};
 
-use crate::state::StateError;
+use crate::state::{write_durably, StateError};
 
-/// The user name of the account owner (reserved: no user may be called so).
-pub const ADMIN: &str = "admin";
+pub use oss_proto::wire::ADMIN_USER as ADMIN;
 const USERS_FILE: &str = "users.json";
 const USERS_FORMAT: u32 = 1;
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -83,12 +80,7 @@ impl Users {
             let key = Key::generate();
             let line = key_line(ADMIN, &key);
             let key_path = dir.join(ADMIN_KEY_FILE);
-            write_private(&key_path, format!("{line}\n").as_bytes()).map_err(|source| {
-                StateError::Write {
-                    path: key_path.clone(),
-                    source,
-                }
-            })?;
+            write_durably(dir, ADMIN_KEY_FILE, format!("{line}\n").as_bytes(), 0o600)?;
             let mut next = table.read().clone();
             next.insert(ADMIN.to_owned(), Verifier::new(&line_key(&line)));
             table.commit(next)?;
@@ -158,22 +150,12 @@ impl Users {
     /// admin changes at once are serialized by the write lock, taken for the whole step.
     fn commit(&self, next: BTreeMap<String, Verifier>) -> Result<(), StateError> {
         let mut cur = self.users.write().unwrap_or_else(|p| p.into_inner());
-        let path = self.dir.join(USERS_FILE);
-        let werr = |source| StateError::Write {
-            path: path.clone(),
-            source,
-        };
         let text = serde_json::to_vec_pretty(&UsersFile {
             format: USERS_FORMAT,
             users: next.clone(),
         })
         .expect("users serialize");
-        let tmp = self.dir.join(format!(".{USERS_FILE}.tmp"));
-        write_private(&tmp, &text).map_err(werr)?;
-        fs::rename(&tmp, &path).map_err(werr)?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(werr)?;
+        write_durably(&self.dir, USERS_FILE, &text, 0o600)?;
         *cur = next;
         Ok(())
     }
@@ -204,18 +186,6 @@ fn check_name(name: &str) -> Result<(), WireError> {
         )));
     }
     Ok(())
-}
-
-/// Creates (or replaces) `path` with mode 0600 and `bytes`, synced.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

@@ -108,19 +108,30 @@ async fn to_special(ctx: &Ctx, name: &ObjectName, dest: &Path, tty: bool) -> Res
         .open(dest)
         .await
         .map_err(|e| cannot_write(&e))?;
-    let total = size_for_bar(ctx, name, tty).await?;
     let mut out = Watch::new(BufWriter::with_capacity(BUF, file));
-    let mut bar = Bar::new(tty, name.as_str(), total);
-    let r = ctx
-        .client
-        .download(name, 0, None, &mut out, &mut |n| bar.update(n))
-        .await;
-    bar.finish(r.is_ok());
-    match (r, out.failed()) {
-        (Ok(_), _) => Ok(()),
+    match (streamed(ctx, name, tty, &mut out).await?, out.failed()) {
+        (Ok(()), _) => Ok(()),
         (Err(_), Some(io)) => Err(cannot_write(io).into()),
         (Err(e), None) => Err(ctx.fail(&e, name.as_str()).into()),
     }
+}
+
+/// Downloads `name` into `out` with a progress bar on a terminal: the client library's
+/// result (the caller words it, since a failed local write shows in `out.failed()`).
+async fn streamed<W: tokio::io::AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    name: &ObjectName,
+    tty: bool,
+    out: &mut Watch<W>,
+) -> Result<Result<(), oss_proto::Error>> {
+    let total = size_for_bar(ctx, name, tty).await?;
+    let mut bar = Bar::new(tty, name.as_str(), total);
+    let r = ctx
+        .client
+        .download(name, 0, None, out, &mut |n| bar.update(n))
+        .await;
+    bar.finish(r.is_ok());
+    Ok(r.map(|_| ()))
 }
 
 /// The size for a progress bar's percentage: worth one round trip only when it is drawn.
@@ -135,16 +146,9 @@ async fn size_for_bar(ctx: &Ctx, name: &ObjectName, tty: bool) -> Result<Option<
 }
 
 async fn to_stdout(ctx: &Ctx, name: &ObjectName, tty: bool) -> Result<()> {
-    let total = size_for_bar(ctx, name, tty).await?;
     let mut out = Watch::new(tokio::io::stdout());
-    let mut bar = Bar::new(tty, name.as_str(), total);
-    let r = ctx
-        .client
-        .download(name, 0, None, &mut out, &mut |n| bar.update(n))
-        .await;
-    bar.finish(r.is_ok());
-    match (r, out.failed()) {
-        (Ok(_), _) => Ok(()),
+    match (streamed(ctx, name, tty, &mut out).await?, out.failed()) {
+        (Ok(()), _) => Ok(()),
         (Err(_), Some(io)) if io.kind() == ErrorKind::BrokenPipe => Err(BrokenPipe.into()),
         (Err(_), Some(io)) => {
             Err(CliError::new(format!("cannot write to stdout: {}", error::io_msg(io))).into())
