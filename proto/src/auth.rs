@@ -183,7 +183,8 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> Tag {
+/// HMAC-SHA256 of the concatenation of `parts`.
+pub fn hmac(key: &[u8], parts: &[&[u8]]) -> Tag {
     let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     for p in parts {
         m.update(p);
@@ -241,6 +242,14 @@ impl Verifier {
             stored_key: hmac(&server_secret.0, &[b"oss decoy stored", user.as_bytes()]),
             server_key: hmac(&server_secret.0, &[b"oss decoy server", user.as_bytes()]),
         }
+    }
+
+    /// Checks a key given in full (the Swift door's `X-Auth-Key`), in constant time.
+    pub fn matches(&self, key: &Key) -> bool {
+        derive(key, &self.salt)
+            .stored_key
+            .ct_eq(&self.stored_key)
+            .into()
     }
 
     /// Checks a client's proof (constant time).
@@ -320,6 +329,8 @@ mod tests {
         let k = key('a');
         let v = Verifier::new(&k);
         assert_eq!(login(&k, &v, "alice"), (true, true));
+        assert!(v.matches(&k));
+        assert!(!v.matches(&key('b')));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Proxy {
     pub users: Users,
     /// Slows down client addresses whose logins keep failing.
     pub throttle: oss_proto::auth::Throttle,
+    /// Containers made through the Swift door, and the account's metadata.
+    pub containers: crate::containers::Containers,
 }
 
 impl Proxy {
@@ -109,9 +111,11 @@ impl Proxy {
                 "created the admin key (mode 0600); keep it, then remove it from the state directory"
             );
         }
+        let containers = crate::containers::Containers::open(&cfg.state_dir)?;
         let health = Arc::new(Health::new());
         Ok(Arc::new(Proxy {
             users,
+            containers,
             throttle: oss_proto::auth::Throttle::default(),
             backends: Backends::new(&cfg, health),
             cfg,

@@ -37,6 +37,13 @@ struct Args {
     /// A server that misses its disk checks for this long is declared offline.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     offline_after: std::time::Duration,
+    /// Also serve the OpenStack Swift object API over HTTP on this address (port 0 picks a
+    /// free port; the bound address is printed).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// How long a Swift door token lasts.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    token_life: std::time::Duration,
     /// Interval between disk checks.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     check_interval: std::time::Duration,
@@ -82,12 +89,28 @@ fn real_main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        let http = match &args.http {
+            Some(a) => Some(oss_proxy::HttpDoor {
+                listener: tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a} (--http)"))?,
+                token_life: args.token_life,
+            }),
+            None => None,
+        };
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "oss-proxy listening on {addr}")?;
+            if let Some(h) = &http {
+                writeln!(
+                    out,
+                    "oss-proxy swift api listening on {}",
+                    h.listener.local_addr()?
+                )?;
+            }
             out.flush()?;
         }
-        oss_proxy::run(listener, proxy, shutdown_signal()).await;
+        oss_proxy::run(listener, http, proxy, shutdown_signal()).await;
         Ok(())
     })
 }

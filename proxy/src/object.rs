@@ -75,61 +75,77 @@ pub async fn upload(
         // The body that follows is not read: the connection cannot be reused.
         return Outcome::fail_and_close(WireError::InvalidAttrs(e));
     }
-    match put(proxy, &name, size, attrs, &mut Source::Client(client)).await {
+    match put(proxy, &name, size, attrs, &mut ClientBody(client)).await {
         Ok(meta) => Outcome::answer(Response::Stored(meta)),
         Err(PutError::Source(e) | PutError::Early(e)) => Outcome::fail_and_close(e),
         Err(PutError::Done(e)) => Outcome::fail(e),
     }
 }
 
-/// Where the bytes of a write come from.
-enum Source<'a> {
-    /// A client's upload body, then its [`UploadTrailer`].
-    Client(&'a mut Connection),
-    /// A storage server's answer to a `Get` of the version whose MD5 is `md5` (a copy).
-    Replica {
-        conn: &'a mut Connection,
-        md5: [u8; 16],
-    },
+/// Where the bytes of a write come from: a client's upload body (either door) or a
+/// replica's answer to a `Get` (a copy). [`put`] reads it chunk by chunk, then asks for the
+/// MD5 the bytes must have.
+pub trait BodySource {
+    /// The next piece of the body into `buf` (at most [`CHUNK`] bytes), or its end.
+    fn chunk(
+        &mut self,
+        proxy: &Proxy,
+        buf: &mut Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Chunk, WireError>> + Send;
+    /// After [`Chunk::End`]: the MD5 the bytes must have (the writer's, checked by every
+    /// storage server before it commits).
+    fn trailer(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<UploadTrailer, WireError>> + Send;
 }
 
-impl Source<'_> {
-    async fn chunk(&mut self, proxy: &Proxy, buf: &mut Vec<u8>) -> Result<Chunk, WireError> {
-        match self {
-            Source::Client(c) => {
-                match tokio::time::timeout(CLIENT_TIMEOUT, c.read_chunk(buf)).await {
-                    Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => {
-                        debug!(error = %e, "client upload stream broke");
-                        Err(e.to_wire())
-                    }
-                    Err(_) => Err(WireError::Unavailable("client stalled".into())),
-                }
+/// A native client's upload body, then its [`UploadTrailer`].
+struct ClientBody<'a>(&'a mut Connection);
+
+impl BodySource for ClientBody<'_> {
+    async fn chunk(&mut self, _: &Proxy, buf: &mut Vec<u8>) -> Result<Chunk, WireError> {
+        match tokio::time::timeout(CLIENT_TIMEOUT, self.0.read_chunk(buf)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => {
+                debug!(error = %e, "client upload stream broke");
+                Err(e.to_wire())
             }
-            Source::Replica { conn, .. } => proxy
-                .backends
-                .read_chunk(conn, buf)
-                .await
-                .map_err(|e| e.to_wire()),
+            Err(_) => Err(WireError::Unavailable("client stalled".into())),
         }
     }
 
     async fn trailer(&mut self) -> Result<UploadTrailer, WireError> {
-        match self {
-            Source::Client(c) => {
-                match tokio::time::timeout(CLIENT_TIMEOUT, c.expect_header()).await {
-                    Ok(Ok(t)) => Ok(t),
-                    Ok(Err(e)) => Err(e.to_wire()),
-                    Err(_) => Err(WireError::Unavailable("client stalled".into())),
-                }
-            }
-            Source::Replica { md5, .. } => Ok(UploadTrailer { md5: *md5 }),
+        match tokio::time::timeout(CLIENT_TIMEOUT, self.0.expect_header()).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => Err(e.to_wire()),
+            Err(_) => Err(WireError::Unavailable("client stalled".into())),
         }
     }
 }
 
+/// A storage server's answer to a `Get` of the version whose MD5 is `md5` (a copy).
+struct ReplicaBody<'a> {
+    conn: &'a mut Connection,
+    md5: [u8; 16],
+}
+
+impl BodySource for ReplicaBody<'_> {
+    async fn chunk(&mut self, proxy: &Proxy, buf: &mut Vec<u8>) -> Result<Chunk, WireError> {
+        proxy
+            .backends
+            .read_chunk(self.conn, buf)
+            .await
+            .map_err(|e| e.to_wire())
+    }
+
+    async fn trailer(&mut self) -> Result<UploadTrailer, WireError> {
+        Ok(UploadTrailer { md5: self.md5 })
+    }
+}
+
 /// A write that did not happen, and how far the source was read.
-enum PutError {
+#[derive(Debug)]
+pub enum PutError {
     /// Reading the source failed (a client went away, a replica sent a bad block).
     Source(WireError),
     /// The targets failed before the source was read to its end.
@@ -142,12 +158,12 @@ enum PutError {
 /// Writes a new version of `name` from `src` to every write target (stand-ins for those
 /// that are down) and answers once `replicas` of them hold it durably with the MD5 the
 /// source announced: the one write path of uploads and server-side copies.
-async fn put(
+pub async fn put<S: BodySource>(
     proxy: &Arc<Proxy>,
     name: &ObjectName,
     size: Option<u64>,
     attrs: Attrs,
-    src: &mut Source<'_>,
+    src: &mut S,
 ) -> Result<ObjectMeta, PutError> {
     let timestamp = proxy.next_timestamp();
     let (part, members) = proxy.write_targets(name);
@@ -299,17 +315,29 @@ pub async fn copy(
     dst: ObjectName,
     attrs: Option<Attrs>,
 ) -> Outcome {
+    match copy_object(proxy, &src, &dst, attrs).await {
+        Ok(meta) => Outcome::answer(Response::Stored(meta)),
+        Err(e) => Outcome::fail(e),
+    }
+}
+
+/// [`copy`], answering the new version.
+pub async fn copy_object(
+    proxy: &Arc<Proxy>,
+    src: &ObjectName,
+    dst: &ObjectName,
+    attrs: Option<Attrs>,
+) -> Result<ObjectMeta, WireError> {
     if let Some(Err(e)) = attrs.as_ref().map(Attrs::validate) {
-        return Outcome::fail(WireError::InvalidAttrs(e));
+        return Err(WireError::InvalidAttrs(e));
     }
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match copy_once(proxy, &src, &dst, attrs.clone()).await {
+        match copy_once(proxy, src, dst, attrs.clone()).await {
             // Overwritten between choosing its version and reading it: start over.
             Err(WireError::Stale { .. }) if attempt < RACE_RETRIES => continue,
-            Err(e) => return Outcome::fail(e),
-            Ok(meta) => return Outcome::answer(Response::Stored(meta)),
+            r => return r,
         }
     }
 }
@@ -343,7 +371,7 @@ async fn copy_once(
                 continue;
             }
         };
-        let mut source = Source::Replica {
+        let mut source = ReplicaBody {
             conn: &mut c,
             md5: meta.md5,
         };
@@ -373,81 +401,108 @@ async fn copy_once(
 }
 
 pub async fn stat(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
-    match crate::repair::make_whole(proxy, &name).await {
-        Ok(r) => match r.newest {
-            Some(meta) if !meta.deleted => Outcome::answer(Response::Object {
-                meta,
-                offset: 0,
-                len: 0,
-            }),
-            _ => Outcome::fail(WireError::NotFound),
-        },
+    match open_read(proxy, &name).await {
+        Ok(r) => Outcome::answer(Response::Object {
+            meta: r.meta,
+            offset: 0,
+            len: 0,
+        }),
         Err(e) => Outcome::fail(e),
     }
 }
 
 /// Times a download starts over when the object was overwritten between choosing its
 /// version and opening it (before any byte went to the client).
-const RACE_RETRIES: usize = 3;
+pub const RACE_RETRIES: usize = 3;
 
-pub async fn download(
-    proxy: &Arc<Proxy>,
-    client: &mut Connection,
-    name: ObjectName,
-    offset: u64,
-    len: Option<u64>,
-) -> Outcome {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match download_once(proxy, client, &name, offset, len).await {
-            Outcome {
-                resp: Some(Response::Error(WireError::Stale { .. })),
-                ..
-            } if attempt < RACE_RETRIES => continue,
-            out => return out,
-        }
+/// The newest live version of an object, once its replicas were made whole, and who holds
+/// it: what a read streams from.
+#[derive(Debug, Clone)]
+pub struct Readable {
+    pub meta: ObjectMeta,
+    part: u32,
+    holders: Vec<Member>,
+}
+
+/// Makes `name` whole (see [`crate::repair::make_whole`]) and chooses the version to read;
+/// `NotFound` for an absent or deleted object.
+pub async fn open_read(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Readable, WireError> {
+    let whole = crate::repair::make_whole(proxy, name).await?;
+    match whole.newest {
+        Some(meta) if !meta.deleted => Ok(Readable {
+            meta,
+            part: whole.part,
+            holders: whole.holders,
+        }),
+        _ => Err(WireError::NotFound),
     }
 }
 
-async fn download_once(
+/// The client of a streamed read went away.
+#[derive(Debug)]
+pub struct Gone;
+
+/// Where a read's bytes go: a native client's connection, or an HTTP response body.
+pub trait Sink {
+    /// Called once, before the first byte, when a replica answered: the read will happen.
+    fn start(
+        &mut self,
+        meta: &ObjectMeta,
+        offset: u64,
+        len: u64,
+    ) -> impl std::future::Future<Output = Result<(), Gone>> + Send;
+    fn data(&mut self, bytes: &[u8]) -> impl std::future::Future<Output = Result<(), Gone>> + Send;
+    /// Every byte was sent.
+    fn end(&mut self) -> impl std::future::Future<Output = Result<(), Gone>> + Send;
+    /// No replica could send the rest: the reader must not take what it got as whole.
+    fn abort(&mut self, e: WireError)
+        -> impl std::future::Future<Output = Result<(), Gone>> + Send;
+}
+
+/// Why a streamed read ended early.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Before [`Sink::start`]: nothing was sent, the error can still be answered.
+    Before(WireError),
+    /// After it: the sink was aborted (or its client went away).
+    During,
+}
+
+/// Streams `len` bytes from `offset` of the version `r` names into `sink`, from one replica
+/// after the other: a replica that fails (a bad block, a dead server) is left at the offset
+/// it reached and the next one resumes there. Bad replicas are repaired in the background.
+pub async fn stream<K: Sink>(
     proxy: &Arc<Proxy>,
-    client: &mut Connection,
-    name: &ObjectName,
+    r: &Readable,
     offset: u64,
-    len: Option<u64>,
-) -> Outcome {
-    let name = name.clone();
-    let whole = match crate::repair::make_whole(proxy, &name).await {
-        Ok(w) => w,
-        Err(e) => return Outcome::fail(e),
-    };
-    let meta = match whole.newest {
-        Some(m) if !m.deleted => m,
-        _ => return Outcome::fail(WireError::NotFound),
-    };
-    if offset > meta.size {
-        return Outcome::fail(WireError::BadRequest(format!(
-            "offset {offset} is beyond the end of {name} ({} bytes)",
+    len: u64,
+    sink: &mut K,
+) -> Result<(), StreamError> {
+    let (meta, name) = (&r.meta, &r.meta.name);
+    if offset.checked_add(len).is_none_or(|end| end > meta.size) {
+        return Err(StreamError::Before(WireError::BadRequest(format!(
+            "bytes {offset}+{len} are beyond the end of {name} ({} bytes)",
             meta.size
-        )));
+        ))));
     }
-    let len = len.unwrap_or(u64::MAX).min(meta.size - offset);
     let mut sent = 0u64;
-    let mut header_sent = false;
+    let mut started = false;
     let mut bad: Vec<Member> = Vec::new();
     let mut last_err = WireError::Unavailable(format!("no replica of {name} could be read"));
     let mut buf = Vec::with_capacity(CHUNK);
-    for src in &whole.holders {
+    for src in &r.holders {
         let req = StorageRequest::Get {
             name: name.clone(),
-            part: whole.part,
+            part: r.part,
             offset: offset + sent,
             len: Some(len - sent),
             timestamp: Some(meta.timestamp),
         };
         let mut c = match proxy.backends.open_get(&src.addr, &req).await {
             Ok(c) => c,
+            Err(Error::Remote(e @ WireError::Stale { .. })) if !started => {
+                return Err(StreamError::Before(e))
+            }
             Err(e) => {
                 if matches!(
                     e,
@@ -459,30 +514,19 @@ async fn download_once(
                 continue;
             }
         };
-        if !header_sent {
-            let hdr = Response::Object {
-                meta: meta.clone(),
-                offset,
-                len,
-            };
-            if client.write_header(&hdr).await.is_err() {
-                return Outcome {
-                    resp: None,
-                    close: true,
-                };
-            }
-            header_sent = true;
+        if !started {
+            sink.start(meta, offset, len)
+                .await
+                .map_err(|Gone| StreamError::During)?;
+            started = true;
         }
         let mut finished = false;
         loop {
             match proxy.backends.read_chunk(&mut c, &mut buf).await {
                 Ok(Chunk::Data(n)) => {
-                    if client.write_data(&buf[..n]).await.is_err() {
-                        return Outcome {
-                            resp: None,
-                            close: true,
-                        };
-                    }
+                    sink.data(&buf[..n])
+                        .await
+                        .map_err(|Gone| StreamError::During)?;
                     sent += n as u64;
                 }
                 Ok(Chunk::End) => {
@@ -522,26 +566,90 @@ async fn download_once(
             }
         });
     }
-    if !header_sent {
-        return Outcome::fail(last_err);
+    if !started {
+        return Err(StreamError::Before(last_err));
     }
-    let end = if sent == len {
-        client.write_end().await
+    if sent == len {
+        sink.end().await.map_err(|Gone| StreamError::During)
     } else {
-        client.write_abort(last_err).await
-    };
-    if end.is_err() || client.flush().await.is_err() {
-        return Outcome {
-            resp: None,
-            close: true,
-        };
+        let _ = sink.abort(last_err).await;
+        Err(StreamError::During)
     }
-    Outcome::streamed()
+}
+
+/// A native client's download: the object's header, its chunks, then `END` or `ABORT`.
+struct ClientSink<'a>(&'a mut Connection);
+
+impl Sink for ClientSink<'_> {
+    async fn start(&mut self, meta: &ObjectMeta, offset: u64, len: u64) -> Result<(), Gone> {
+        let hdr = Response::Object {
+            meta: meta.clone(),
+            offset,
+            len,
+        };
+        self.0.write_header(&hdr).await.map_err(|_| Gone)
+    }
+    async fn data(&mut self, bytes: &[u8]) -> Result<(), Gone> {
+        self.0.write_data(bytes).await.map_err(|_| Gone)
+    }
+    async fn end(&mut self) -> Result<(), Gone> {
+        self.0.write_end().await.map_err(|_| Gone)?;
+        self.0.flush().await.map_err(|_| Gone)
+    }
+    async fn abort(&mut self, e: WireError) -> Result<(), Gone> {
+        self.0.write_abort(e).await.map_err(|_| Gone)?;
+        self.0.flush().await.map_err(|_| Gone)
+    }
+}
+
+pub async fn download(
+    proxy: &Arc<Proxy>,
+    client: &mut Connection,
+    name: ObjectName,
+    offset: u64,
+    len: Option<u64>,
+) -> Outcome {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = match open_read(proxy, &name).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::fail(e),
+        };
+        if offset > r.meta.size {
+            return Outcome::fail(WireError::BadRequest(format!(
+                "offset {offset} is beyond the end of {name} ({} bytes)",
+                r.meta.size
+            )));
+        }
+        let len = len.unwrap_or(u64::MAX).min(r.meta.size - offset);
+        match stream(proxy, &r, offset, len, &mut ClientSink(client)).await {
+            Ok(()) => return Outcome::streamed(),
+            // Overwritten between choosing its version and opening it: start over.
+            Err(StreamError::Before(WireError::Stale { .. })) if attempt < RACE_RETRIES => continue,
+            Err(StreamError::Before(e)) => return Outcome::fail(e),
+            Err(StreamError::During) => {
+                return Outcome {
+                    resp: None,
+                    close: true,
+                }
+            }
+        }
+    }
 }
 
 pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
+    match delete_object(proxy, &name).await {
+        Ok(existed) => Outcome::answer(Response::Deleted { existed }),
+        Err(e) => Outcome::fail(e),
+    }
+}
+
+/// Writes a tombstone for `name` on every write target; answers whether a live version
+/// existed on any of them.
+pub async fn delete_object(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<bool, WireError> {
     let timestamp = proxy.next_timestamp();
-    let (part, members) = proxy.write_targets(&name);
+    let (part, members) = proxy.write_targets(name);
     let need = proxy.replicas();
     let mut tried: Vec<DevId> = members.iter().map(|m| m.id).collect();
     let mut done = 0usize;
@@ -570,7 +678,7 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
                 Ok(Err(Error::Remote(WireError::Stale { current }))) => {
                     proxy.observe_timestamp(current);
                     if clock_went_back(timestamp, current) {
-                        return Outcome::fail(clock_error(&name));
+                        return Err(clock_error(name));
                     }
                     done += 1
                 }
@@ -590,9 +698,9 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
         }
     }
     if done >= need {
-        Outcome::answer(Response::Deleted { existed })
+        Ok(existed)
     } else {
-        Outcome::fail(WireError::Unavailable(format!(
+        Err(WireError::Unavailable(format!(
             "{name} deleted on {done} of {need} replicas{}",
             last_err.map(|e| format!(" ({e})")).unwrap_or_default()
         )))
@@ -615,6 +723,15 @@ fn clock_error(name: &ObjectName) -> WireError {
 }
 
 pub async fn list_users(proxy: &Arc<Proxy>) -> Outcome {
+    match user_names(proxy).await {
+        Ok(u) => Outcome::answer(Response::Users(u)),
+        Err(e) => Outcome::fail(e),
+    }
+}
+
+/// Every user that has files on a storage server that answered, and every container made
+/// through the Swift door, sorted.
+pub async fn user_names(proxy: &Arc<Proxy>) -> Result<Vec<String>, WireError> {
     let mut users = std::collections::BTreeSet::new();
     let mut failed = 0;
     for m in proxy.listing_servers() {
@@ -628,9 +745,10 @@ pub async fn list_users(proxy: &Arc<Proxy>) -> Outcome {
         }
     }
     if failed >= proxy.replicas() {
-        return Outcome::fail(WireError::Unavailable(format!(
+        return Err(WireError::Unavailable(format!(
             "{failed} storage servers did not answer"
         )));
     }
-    Outcome::answer(Response::Users(users.into_iter().collect()))
+    users.extend(proxy.containers.names());
+    Ok(users.into_iter().collect())
 }

@@ -53,6 +53,15 @@ pub struct Login {
 }
 
 impl Login {
+    pub fn new(user: String, verifier: Verifier) -> Self {
+        Login { user, verifier }
+    }
+
+    /// False once the user was removed or their key rotated.
+    pub fn still_valid(&self, proxy: &Proxy) -> bool {
+        proxy.users.still_valid(&self.user, &self.verifier)
+    }
+
     pub fn is_admin(&self) -> bool {
         self.user == ADMIN
     }
@@ -160,7 +169,7 @@ async fn handle_connection(proxy: Arc<Proxy>, mut conn: Connection, peer: Socket
         };
         let kind = request_kind(&req);
         let span = tracing::debug_span!("request", kind, user = %login.user);
-        let allowed = if proxy.users.still_valid(&login.user, &login.verifier) {
+        let allowed = if login.still_valid(&proxy) {
             authorize(&login, &req)
         } else {
             Err(WireError::AuthFailed(format!(
