@@ -22,6 +22,8 @@
 //! killed (a nextest timeout) takes its daemons with it. That signal is tied to the *thread*
 //! that spawned the child: start and restart daemons from the test's own thread.
 
+pub mod swift;
+
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -263,7 +265,11 @@ struct Daemon {
     args: Vec<OsString>,
     addr: SocketAddr,
     child: Option<Child>,
+    /// The second address a proxy prints: its Swift door (`--http`).
+    http: HttpSlot,
 }
+
+type HttpSlot = Arc<Mutex<Option<SocketAddr>>>;
 
 impl Daemon {
     fn spawn(
@@ -271,7 +277,9 @@ impl Daemon {
         program: &Path,
         listen: &str,
         args: &[OsString],
+        http: &HttpSlot,
     ) -> Result<(Child, SocketAddr), StartError> {
+        *http.lock().unwrap() = None;
         let mut cmd = Command::new(program);
         cmd.arg("--listen")
             .arg(listen)
@@ -290,12 +298,15 @@ impl Daemon {
         let (tx, rx) = mpsc::channel::<SocketAddr>();
         let stdout = child.stdout.take().expect("piped stdout");
         let (l, t) = (label.to_owned(), tail.clone());
+        let slot = http.clone();
         thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[{l}] {line}");
-                if let Some(addr) = listening_addr(&line) {
+                if line.contains("swift api listening on ") {
+                    *slot.lock().unwrap() = listening_addr(&line);
+                } else if let Some(addr) = listening_addr(&line) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -338,13 +349,15 @@ impl Daemon {
         listen: &str,
         args: Vec<OsString>,
     ) -> Result<Daemon, StartError> {
-        let (child, addr) = Daemon::spawn(&label, &program, listen, &args)?;
+        let http = HttpSlot::default();
+        let (child, addr) = Daemon::spawn(&label, &program, listen, &args, &http)?;
         Ok(Daemon {
             label,
             program,
             args,
             addr,
             child: Some(child),
+            http,
         })
     }
 
@@ -383,7 +396,7 @@ impl Daemon {
         let listen = self.addr.to_string();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            match Daemon::spawn(&self.label, &self.program, &listen, &args) {
+            match Daemon::spawn(&self.label, &self.program, &listen, &args, &self.http) {
                 Ok((child, addr)) => {
                     assert_eq!(
                         addr, self.addr,
@@ -576,6 +589,20 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.d.addr
+    }
+    /// The Swift door's address (the proxy must run with `--http`).
+    pub fn http_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(a) = *self.d.http.lock().unwrap() {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy printed no swift api address (started without --http?)"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
     pub fn state_dir(&self) -> &Path {
         &self.state

@@ -49,6 +49,8 @@ pub const MAX_FILE_SIZE: u64 = 5 * (1 << 30) + 2;
 pub const DEFAULT_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
 /// Longest header section a request may have (Swift's `max_header_size`).
 pub const MAX_HEADER_SIZE: usize = 8192;
+/// Largest body a request other than an object PUT may carry (it is read and dropped).
+const DRAIN_LIMIT: usize = 64 << 10;
 /// How long a connection may sit between requests, or take over a request's headers.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -228,6 +230,9 @@ impl From<crate::state::StateError> for Fail {
 
 pub type Answer = Result<Response<Body>, Fail>;
 
+/// A request as the handlers see it: its body is there only for object PUTs.
+pub type Req = Request<Option<hyper::body::Incoming>>;
+
 /// A response under construction.
 pub struct Reply(Response<Body>);
 
@@ -285,10 +290,36 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
+    let with_body = req.headers().contains_key("transfer-encoding")
+        || req
+            .headers()
+            .get("content-length")
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let req = if with_body && method != Method::PUT {
+        // Only object PUTs read a body: drain a small one so the connection stays usable.
+        let (parts, body) = req.into_parts();
+        let limited = http_body_util::Limited::new(body, DRAIN_LIMIT);
+        match tokio::time::timeout(IDLE_TIMEOUT, http_body_util::BodyExt::collect(limited)).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                return Fail::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+                    .with("connection", "close")
+                    .response()
+            }
+        }
+        Request::from_parts(parts, None)
+    } else {
+        req.map(Some)
+    };
     let mut resp = match route(door, req, peer).await {
         Ok(r) => r,
         Err(f) => f.response(),
     };
+    if with_body && method == Method::PUT && !resp.status().is_success() {
+        // The body may be unread: this connection cannot carry another request.
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+    }
     if head {
         // HEAD answers the headers a GET would, without the body.
         *resp.body_mut() = Body::empty();
@@ -305,7 +336,7 @@ async fn handle(
     resp
 }
 
-async fn route(door: &Door, req: Request<hyper::body::Incoming>, peer: SocketAddr) -> Answer {
+async fn route(door: &Door, req: Req, peer: SocketAddr) -> Answer {
     let target = match http::parse_path(req.uri().path()) {
         Ok(t) => t,
         Err(PathError::Encoding) => {
@@ -331,7 +362,7 @@ async fn route(door: &Door, req: Request<hyper::body::Incoming>, peer: SocketAdd
         Target::Healthcheck => Ok(Reply::new(StatusCode::OK)
             .header("content-type", "text/plain")
             .body(Body::text("OK"))),
-        Target::Auth => door.authenticate(&req, peer),
+        Target::Auth => door.authenticate(&req, peer).await,
         Target::Account => {
             let login = door.require_login(&req)?;
             if !login.is_admin() {
@@ -419,24 +450,24 @@ struct Totals {
 }
 
 impl Door {
-    fn token(req: &Request<hyper::body::Incoming>) -> Option<&str> {
+    fn token(req: &Req) -> Option<&str> {
         ["x-auth-token", "x-storage-token"]
             .iter()
             .find_map(|h| req.headers().get(*h))
             .and_then(|v| v.to_str().ok())
     }
 
-    fn login(&self, req: &Request<hyper::body::Incoming>) -> Option<Login> {
+    fn login(&self, req: &Req) -> Option<Login> {
         let t = Self::token(req)?;
         self.tokens.check(t, &self.proxy.users, SystemTime::now())
     }
 
-    fn require_login(&self, req: &Request<hyper::body::Incoming>) -> Result<Login, Fail> {
+    fn require_login(&self, req: &Req) -> Result<Login, Fail> {
         self.login(req).ok_or_else(|| Fail::unauthorized(ACCOUNT))
     }
 
     /// `GET /auth/v1.0`: a key for a token.
-    fn authenticate(&self, req: &Request<hyper::body::Incoming>, peer: SocketAddr) -> Answer {
+    async fn authenticate(&self, req: &Req, peer: SocketAddr) -> Answer {
         let get = |names: &[&str]| {
             names
                 .iter()
@@ -453,10 +484,9 @@ impl Door {
         let name = auth::user_of(&user);
         let proxy = &self.proxy;
         let now = Instant::now();
-        if !proxy.throttle.delay(peer.ip(), now).is_zero() {
-            // The native door sleeps; over HTTP the client is told to wait.
-            proxy.throttle.failed(peer.ip(), now);
-            return Err(Fail::unauthorized(ACCOUNT));
+        let delay = proxy.throttle.delay(peer.ip(), now);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         let verifier = proxy.users.verifier(name);
         let ok = match (&verifier, auth::key_of(name, &key)) {
@@ -551,7 +581,7 @@ impl Door {
         Ok(crate::object::user_names(&self.proxy).await?)
     }
 
-    async fn account(&self, req: Request<hyper::body::Incoming>) -> Answer {
+    async fn account(&self, req: Req) -> Answer {
         match *req.method() {
             Method::HEAD | Method::GET => {}
             Method::POST => {
@@ -624,7 +654,7 @@ impl Door {
         now_micros().saturating_sub(up)
     }
 
-    async fn container(&self, req: Request<hyper::body::Incoming>, c: &str) -> Answer {
+    async fn container(&self, req: Req, c: &str) -> Answer {
         let proxy = &self.proxy;
         match *req.method() {
             Method::PUT => {
@@ -672,7 +702,7 @@ impl Door {
         }
     }
 
-    async fn container_read(&self, req: Request<hyper::body::Incoming>, c: &str) -> Answer {
+    async fn container_read(&self, req: Req, c: &str) -> Answer {
         if !self.container_exists(c).await? {
             return Err(Fail::not_found());
         }

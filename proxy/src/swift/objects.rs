@@ -3,8 +3,7 @@
 //! `X-Copy-From` (the proxy's server-side copy), `DELETE`.
 
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper::{HeaderMap, Method, StatusCode};
 use oss_proto::name::{hex, MAX_FILE_LEN};
 use oss_proto::wire::{Attrs, ObjectMeta, WireError};
 use oss_proto::ObjectName;
@@ -12,17 +11,11 @@ use tokio::sync::oneshot;
 
 use super::body::{Body, BodyFault, ChannelSink, Upload};
 use super::http::{self, Condition, RangeAnswer, Span};
-use super::{authorize, Answer, Door, Fail, Reply, MAX_FILE_SIZE};
+use super::{authorize, Answer, Door, Fail, Reply, Req, MAX_FILE_SIZE};
 use crate::object::{self, Gone, PutError, Readable, Sink, StreamError, RACE_RETRIES};
 use crate::server::Login;
 
-pub async fn handle(
-    door: &Door,
-    req: Request<Incoming>,
-    login: &Login,
-    c: &str,
-    o: &str,
-) -> Answer {
+pub async fn handle(door: &Door, req: Req, login: &Login, c: &str, o: &str) -> Answer {
     let name = object_name(c, o)?;
     match req.method().as_str() {
         "GET" | "HEAD" => get(door, &req, &name).await,
@@ -119,7 +112,7 @@ fn version_headers(r: Reply, m: &ObjectMeta) -> Reply {
         .meta("x-object-meta-", &m.attrs.meta)
 }
 
-async fn put(door: &Door, req: Request<Incoming>, name: &ObjectName) -> Answer {
+async fn put(door: &Door, req: Req, name: &ObjectName) -> Answer {
     let h = req.headers();
     if let Some(te) = h.get("transfer-encoding") {
         if !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
@@ -174,7 +167,10 @@ async fn put(door: &Door, req: Request<Incoming>, name: &ObjectName) -> Answer {
     if !door.container_exists(name.user()).await? {
         return Err(Fail::not_found());
     }
-    let mut upload = Upload::new(req.into_body(), etag, MAX_FILE_SIZE);
+    let Some(body) = req.into_body() else {
+        return Err(Fail::bad_request("no request body"));
+    };
+    let mut upload = Upload::new(body, etag, MAX_FILE_SIZE);
     match object::put(&door.proxy, name, size, attrs, &mut upload).await {
         Ok(meta) => Ok(Reply::new(StatusCode::CREATED)
             .header("etag", hex(&meta.md5))
@@ -252,7 +248,7 @@ fn boundary() -> String {
     hex(&oss_proto::auth::random::<12>())
 }
 
-async fn get(door: &Door, req: &Request<Incoming>, name: &ObjectName) -> Answer {
+async fn get(door: &Door, req: &Req, name: &ObjectName) -> Answer {
     let head = req.method() == Method::HEAD;
     let mut attempt = 0;
     loop {

@@ -11,6 +11,8 @@
 //! - [`fuse`], [`fuse_dirs`]: a real `ossfs` mount; `fuse_dirs` drives a directory tree
 //!   with `cp -r`, `tar`, `rsync` and `git`.
 //! - [`keys`]: per-user keys, the admin key and the cluster secret.
+//! - [`swift`]: the Swift door over HTTP: tokens, statuses, listings, ranges, healing.
+//! - [`swift_clients`]: python-swiftclient and rclone against the door.
 //! - [`tree`]: nested names, listings by directory, `mkdir`, `copy` and `move`.
 
 mod bad_input;
@@ -22,5 +24,7 @@ mod heal;
 mod keys;
 mod rebalance;
 mod restart;
+mod swift;
+mod swift_clients;
 mod tree;
 mod util2;
