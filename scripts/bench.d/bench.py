@@ -1583,7 +1583,7 @@ class Bench:
 
     def sec_door(self):
         """The Swift API door against the native protocol, on one cluster, one run: 4 KiB
-        PUT/GET/DELETE per second at each concurrency and one large PUT/GET, native figures
+        PUT/GET/DELETE per second at each concurrency, a listing, one large PUT/GET; native figures
         from `oss bench`, door figures from `oss bench --swift` (the same phases, objects and
         timing, over HTTP/1.1 with one keep-alive connection per task)."""
         if not self.proxy_has_http():
@@ -1592,6 +1592,7 @@ class Bench:
         try:
             details = {"door": c.http_addr, "native": c.addr}
             self.door_small(c, details)
+            self.door_list(c, details)
             self.door_big(c, details)
             self.extra["door"] = details
         finally:
@@ -1650,6 +1651,35 @@ class Bench:
                               + ("" if target else "; information only")
                               + f"; door: {cpu_note(cpu_door, n)}; native: {cpu_note(cpu_nat, n)}")
             details[f"c{conc}"] = runs
+
+    def door_list(self, c, details):
+        """Information: a listing of BENCH_SMALL_OBJECTS objects both ways; through the door
+        paged with `marker` as a Swift client does, until the empty page."""
+        cfg = self.cfg
+        n, size = cfg.small_objects, cfg.small_size
+        runs = max(5, cfg.repeat)
+        ms = {"native": [], "door": []}
+        argv = {}
+        for side in ("native", "door"):
+            self.door_run(c, side, "--objects", n, "--size", size, "--concurrency", 16,
+                          "--user", f"door-{side}-list", "--phases", "upload", "--keep")
+        for k in range(runs):
+            for side in (("native", "door") if k % 2 == 0 else ("door", "native")):
+                res, argv[side], _ = self.door_run(c, side, "--objects", n,
+                                                   "--user", f"door-{side}-list",
+                                                   "--phases", "list")
+                ph = res["phases"]["list"]
+                if ph.get("entries") != n:
+                    raise CmdFailed(f"{show(argv[side])}: {ph.get('entries')} entries, "
+                                    f"expected {n}")
+                ms[side].append(ph["ms"])
+                pages = ph.get("pages")
+        med = statistics.median
+        self.row(f"list {n} objects through the door, median of {runs} (ms)", med(ms["door"]),
+                 "ms", argv["door"], med(ms["native"]), "native list phase", argv["native"],
+                 None, note=f"information: {pages} JSON pages (the server's page size, then the "
+                            f"empty page that ends the listing) against one native listing")
+        details["list_ms"] = ms
 
     def door_big(self, c, details):
         cfg = self.cfg
