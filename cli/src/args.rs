@@ -208,6 +208,25 @@ pub struct BenchArgs {
         default_value = "upload,download,list,delete"
     )]
     pub phases: Vec<Phase>,
+    /// Upload this local file's bytes as every object (its size replaces --size), read as
+    /// it is sent [default: generated pseudo-random bytes]
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Drive an OpenStack Swift endpoint over HTTP instead of the proxy: its tempauth (v1)
+    /// URL, e.g. http://127.0.0.1:8080/auth/v1.0 (oss-proxy --http serves one). --user
+    /// names the container; objects are bench-NNNNNN in it
+    #[arg(long, value_name = "AUTH_URL")]
+    pub swift: Option<String>,
+    /// Swift user, ACCOUNT:USER (with --swift)
+    #[arg(long, value_name = "USER", env = "ST_USER")]
+    pub swift_user: Option<String>,
+    /// Swift key (with --swift); prefer $ST_KEY, which `ps` does not show
+    #[arg(long, value_name = "KEY", env = "ST_KEY", hide_env_values = true)]
+    pub swift_key: Option<String>,
+    /// With --swift: ask for listing pages of at most N names (the server's default when
+    /// not given); the list phase pages with `marker` until a page comes back empty
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub list_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

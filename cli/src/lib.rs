@@ -7,15 +7,19 @@
 //! - [`fmt`]: pure formatting of sizes, rates, times and tables.
 //! - [`io`]: local I/O helpers (error-remembering wrappers, stdout without panics).
 //! - [`progress`]: the progress line drawn on a terminal.
+//! - [`swift`]: a small OpenStack Swift HTTP client, for `oss bench --swift`.
 
 pub mod args;
 pub mod cmd;
 pub mod error;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod fake_swift;
 pub mod fmt;
 pub mod io;
 pub mod progress;
+pub mod swift;
 
 use std::sync::Arc;
 
@@ -47,6 +51,12 @@ impl Ctx {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // A Swift bench talks HTTP to a Swift endpoint: no proxy, no oss key.
+    if let Command::Bench(b) = &cli.cmd {
+        if b.swift.is_some() {
+            return cmd::swift_bench::bench(b).await;
+        }
+    }
     let env = std::env::var("OSS_PROXY").ok();
     let creds = oss_proto::client::load_credentials(cli.key_file.as_deref())
         .map_err(|e| CliError::new(e.to_string()))?;
@@ -563,9 +573,16 @@ mod tests {
             json: true,
             keep: false,
             phases: vec![],
+            file: None,
+            swift: None,
+            swift_user: None,
+            swift_key: None,
+            list_limit: None,
         };
+        let source = cmd::bench::Source::from_args(&a).unwrap();
+        assert_eq!(source, cmd::bench::Source::Pattern(10_000));
         for p in [Phase::Upload, Phase::Download, Phase::Delete] {
-            let r = cmd::bench::run_phase(&ctx, p, &a).await.unwrap();
+            let r = cmd::bench::run_phase(&ctx, p, &a, &source).await.unwrap();
             assert_eq!(r.ops, 24, "{p:?}");
             assert_eq!(r.latencies.len(), 24);
         }
@@ -573,12 +590,30 @@ mod tests {
         assert_eq!(st.connections.load(Ordering::SeqCst), 4);
         assert!(st.objects.lock().unwrap().is_empty());
         // Downloading what is gone names the object.
-        let e = msg(cmd::bench::run_phase(&ctx, Phase::Download, &a)
+        let e = msg(cmd::bench::run_phase(&ctx, Phase::Download, &a, &source)
             .await
             .unwrap_err());
         assert!(
             e.starts_with("bench download: not found: bench/bench-0000"),
             "{e}"
         );
+        // --file: every object holds the file's bytes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("src");
+        let data: Vec<u8> = (0..300_001u32).map(|i| (i % 241) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let a = BenchArgs {
+            objects: 2,
+            file: Some(path),
+            ..a
+        };
+        let source = cmd::bench::Source::from_args(&a).unwrap();
+        let r = cmd::bench::run_phase(&ctx, Phase::Upload, &a, &source)
+            .await
+            .unwrap();
+        assert_eq!((r.ops, r.bytes), (2, 2 * data.len() as u64));
+        let objects = st.objects.lock().unwrap();
+        assert_eq!(objects.len(), 2);
+        assert!(objects.values().all(|(_, b)| *b == data));
     }
 }

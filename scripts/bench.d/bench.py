@@ -32,7 +32,7 @@ MB = 1e6
 # 256 MiB object.
 SWIFT = {"upload": 134.0, "download": 441.0, "delete": 120.0, "big_up": 151.0, "big_down": 275.0}
 
-ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree", "keys"]
+ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree", "keys", "door"]
 
 # The keys section: 4 KiB objects (the size its target names).
 KEYS_SIZE = 4096
@@ -356,6 +356,30 @@ class Argv(list):
         self.env = env
 
 
+def admin_key(key_file):
+    """The key text of an admin key file (`admin:KEY`, one line): what a Swift client sends
+    as X-Auth-Key for `oss:admin`."""
+    with open(key_file) as f:
+        line = f.readline().strip()
+    name, sep, key = line.partition(":")
+    if not sep or name != "admin" or not key:
+        raise CmdFailed(f"{key_file}: not an admin key line (admin:KEY)")
+    return key
+
+
+def swift_bench_argv(oss, auth_url, user, key, *args, env=None):
+    """`oss bench --swift AUTH_URL --swift-user USER ARGS... --json`, with the key in the
+    environment ($ST_KEY), so it shows in no printed command."""
+    return Argv([oss, "bench", "--swift", auth_url, "--swift-user", user, *map(str, args),
+                 "--json"], dict(env or os.environ, ST_KEY=key))
+
+
+def last_json(path):
+    """The last line of a command's stdout, as JSON (what `oss bench --json` prints)."""
+    with open(path) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
 def write_secret(path):
     """A cluster secret as the daemons require it: 32 random bytes as 64 hex digits and a
     newline, mode 0600 (they refuse a file readable by group or others)."""
@@ -374,6 +398,10 @@ class Cluster:
     `oss`/`ossfs` command runs with OSS_KEY_FILE=WORK/NAME/proxy/admin.key, the admin key the
     proxy writes on its first start. `keys=False` and `bindir` run an older build that knows
     neither flag (the keys section's baseline).
+
+    `proxy_args` go to oss-proxy as they are. With `--http ADDR` among them (the Swift API
+    door) the proxy's second stdout line gives the door's address: `http_addr`, `auth_url`
+    (tempauth v1), and `swift_bench()` drives it as the account owner `oss:admin`.
     """
 
     def __init__(self, r, name, servers=4, spare=0, proxy_args=(), bindir=None, keys=True):
@@ -385,6 +413,7 @@ class Cluster:
         os.makedirs(self.dir)
         self.secret = self.key_file = None
         self.env = None
+        self.http_addr = self.auth_url = None
         self.secret_args = []
         if keys:
             self.secret = os.path.join(self.dir, "secret")
@@ -400,8 +429,13 @@ class Cluster:
                              [self.exe("oss-proxy"), "--listen", "127.0.0.1:0", "--state", state,
                               *self.secret_args, "--partitions", "1024", "--replicas", "2",
                               *disks, *proxy_args])
-        self.addr = r.wait_line(self.proxy, "out", r"listening on (\S+)").group(1)
+        self.addr = r.wait_line(self.proxy, "out", r"(?m)^oss-proxy listening on (\S+)").group(1)
         SHOW_SUBST.append((self.addr, "$P"))
+        if "--http" in proxy_args:
+            self.http_addr = r.wait_line(self.proxy, "out",
+                                         r"(?m)^oss-proxy swift api listening on (\S+)").group(1)
+            self.auth_url = f"http://{self.http_addr}/auth/v1.0"
+            SHOW_SUBST.append((self.http_addr, "$H"))
         if keys:
             self.key_file = os.path.join(state, "admin.key")
             if not os.path.isfile(self.key_file):
@@ -450,6 +484,17 @@ class Cluster:
         _, used = CpuMeter(self).run(self.r, argv, stdout=path, timeout=timeout)
         with open(path) as f:
             res = json.loads(f.read().strip().splitlines()[-1])
+        return (res, argv, used) if cpu else (res, argv)
+
+    def swift_bench(self, *args, timeout=3600, cpu=False):
+        """`oss bench --swift` through this cluster's door as `oss:admin`: like `bench`."""
+        if not self.auth_url:
+            raise CmdFailed(f"cluster {self.name} has no Swift door (start it with --http)")
+        argv = swift_bench_argv(self.exe("oss"), self.auth_url, "oss:admin",
+                                admin_key(self.key_file), *args, env=self.env)
+        path = os.path.join(self.dir, "swift-bench.json")
+        _, used = CpuMeter(self).run(self.r, argv, stdout=path, timeout=timeout)
+        res = last_json(path)
         return (res, argv, used) if cpu else (res, argv)
 
     def stop(self):
@@ -1530,6 +1575,144 @@ class Bench:
         details["list_commands_per_s"] = rates
         self.extra["keys"] = details
 
+    def proxy_has_http(self):
+        """Whether this build's oss-proxy has the Swift API door (`--http` in its help)."""
+        p = subprocess.run([self.r.exe("oss-proxy"), "--help"], capture_output=True, text=True,
+                           check=False)
+        return "--http" in p.stdout + p.stderr
+
+    def sec_door(self):
+        """The Swift API door against the native protocol, on one cluster, one run: 4 KiB
+        PUT/GET/DELETE per second at each concurrency, a listing, one large PUT/GET; native figures
+        from `oss bench`, door figures from `oss bench --swift` (the same phases, objects and
+        timing, over HTTP/1.1 with one keep-alive connection per task)."""
+        if not self.proxy_has_http():
+            raise SectionSkipped("the proxy has no --http")
+        c = Cluster(self.r, "door", proxy_args=["--http", "127.0.0.1:0"])
+        try:
+            details = {"door": c.http_addr, "native": c.addr}
+            self.door_small(c, details)
+            self.door_list(c, details)
+            self.door_big(c, details)
+            self.extra["door"] = details
+        finally:
+            c.stop()
+
+    def door_run(self, c, side, *args):
+        """One `oss bench` process on `side` ("native" or "door"): (result, argv, cpu)."""
+        if side == "door":
+            return c.swift_bench(*args, cpu=True)
+        return c.bench(*args, cpu=True)
+
+    @staticmethod
+    def door_conns(res, ph, want):
+        """A note when the door's tasks needed more connections than one each (keep-alive
+        broken), else ''."""
+        got = res["phases"][ph].get("connections")
+        if got is not None and got > want:
+            return f"; {got} connections for {want} tasks (keep-alive not kept)"
+        return ""
+
+    def door_small(self, c, details):
+        cfg = self.cfg
+        n, size = cfg.small_objects, cfg.small_size
+        phases = ("upload", "download", "delete")
+        verb = {"upload": "PUT", "download": "GET", "delete": "DELETE"}
+        for conc in cfg.concurrency:
+            best = {"native": {}, "door": {}}  # side -> phase -> (ops/s, cpu, argv, result)
+            runs = []
+            for k in range(cfg.repeat):
+                # Each phase native and door back to back, the order swapped every round, so
+                # a burst of others' load hits both alike.
+                order = ("native", "door") if k % 2 == 0 else ("door", "native")
+                for ph in phases:
+                    for side in order:
+                        user = f"door-{side}-c{conc}"
+                        res, argv, cpu = self.door_run(c, side, "--objects", n, "--size", size,
+                                                       "--concurrency", conc, "--user", user,
+                                                       "--phases", ph)
+                        r = res["phases"][ph]
+                        if r["ops"] != n:
+                            raise CmdFailed(f"{show(argv)}: {r['ops']} ops, expected {n}")
+                        runs.append({"side": side, "phase": ph, "result": r, "cpu": cpu})
+                        if ph not in best[side] or r["ops_per_s"] > best[side][ph][0]:
+                            best[side][ph] = (r["ops_per_s"], cpu, argv, res)
+            for ph in phases:
+                r_door, cpu_door, argv_door, res_door = best["door"][ph]
+                r_nat, cpu_nat, argv_nat, _ = best["native"][ph]
+                p = res_door["phases"][ph]
+                q = best["native"][ph][3]["phases"][ph]
+                target = (("ratio>=", 0.50, "≥ 0.50 × native") if ph != "delete" else None)
+                self.row(f"{size} B {verb[ph]}s/s through the door, c={conc}", r_door, "/s",
+                         argv_door, r_nat, f"native protocol, c={conc}", argv_nat, target,
+                         note=f"door p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms; native "
+                              f"p50 {q['p50_ms']:.2f} ms, p99 {q['p99_ms']:.2f} ms"
+                              f"{self.door_conns(res_door, ph, conc)}"
+                              + ("" if target else "; information only")
+                              + f"; door: {cpu_note(cpu_door, n)}; native: {cpu_note(cpu_nat, n)}")
+            details[f"c{conc}"] = runs
+
+    def door_list(self, c, details):
+        """Information: a listing of BENCH_SMALL_OBJECTS objects both ways; through the door
+        paged with `marker` as a Swift client does, until the empty page."""
+        cfg = self.cfg
+        n, size = cfg.small_objects, cfg.small_size
+        runs = max(5, cfg.repeat)
+        ms = {"native": [], "door": []}
+        argv = {}
+        for side in ("native", "door"):
+            self.door_run(c, side, "--objects", n, "--size", size, "--concurrency", 16,
+                          "--user", f"door-{side}-list", "--phases", "upload", "--keep")
+        for k in range(runs):
+            for side in (("native", "door") if k % 2 == 0 else ("door", "native")):
+                res, argv[side], _ = self.door_run(c, side, "--objects", n,
+                                                   "--user", f"door-{side}-list",
+                                                   "--phases", "list")
+                ph = res["phases"]["list"]
+                if ph.get("entries") != n:
+                    raise CmdFailed(f"{show(argv[side])}: {ph.get('entries')} entries, "
+                                    f"expected {n}")
+                ms[side].append(ph["ms"])
+                pages = ph.get("pages")
+        med = statistics.median
+        self.row(f"list {n} objects through the door, median of {runs} (ms)", med(ms["door"]),
+                 "ms", argv["door"], med(ms["native"]), "native list phase", argv["native"],
+                 None, note=f"information: {pages} JSON pages (the server's page size, then the "
+                            f"empty page that ends the listing) against one native listing")
+        details["list_ms"] = ms
+
+    def door_big(self, c, details):
+        cfg = self.cfg
+        src = self.big_src()
+        size = os.path.getsize(src)
+        mb = size / MiB
+        rates = {"native": {"upload": [], "download": []}, "door": {"upload": [], "download": []}}
+        best = {"native": {}, "door": {}}  # side -> phase -> (MB/s, cpu, argv)
+        for k in range(cfg.repeat):
+            order = ("native", "door") if k % 2 == 0 else ("door", "native")
+            for ph in ("upload", "download"):
+                for side in order:
+                    if ph == "upload":
+                        os.sync()
+                    res, argv, cpu = self.door_run(c, side, "--objects", 1, "--file", src,
+                                                   "--user", f"door-{side}-big", "--phases", ph)
+                    r = res["phases"][ph]
+                    if r.get("bytes") != size:
+                        raise CmdFailed(f"{show(argv)}: moved {r.get('bytes')} bytes, "
+                                        f"expected {size}")
+                    rates[side][ph].append(r["mb_per_s"])
+                    if ph not in best[side] or r["mb_per_s"] > best[side][ph][0]:
+                        best[side][ph] = (r["mb_per_s"], cpu, argv)
+        for ph, what in (("upload", f"PUT of {mb:.0f} MiB through the door (MB/s)"),
+                         ("download", f"GET of {mb:.0f} MiB through the door, MD5 checked "
+                                      f"(MB/s)")):
+            r_door, cpu_door, argv_door = best["door"][ph]
+            r_nat, cpu_nat, argv_nat = best["native"][ph]
+            self.row(what, r_door, "MB/s", argv_door, r_nat, "native protocol, same file",
+                     argv_nat, ("ratio>=", 0.80, "≥ 0.80 × native"),
+                     note=f"door: {cpu_note(cpu_door)}; native: {cpu_note(cpu_nat)}")
+        details["big"] = {"bytes": size, "MBps": rates}
+
     # -- driver ----------------------------------------------------------------------------
 
     def run(self):
@@ -1580,6 +1763,8 @@ class Bench:
                     f"{c.tree_user_files} files, cp -r of {c.tree_cp_files} files, "
                     f"mv of {c.tree_mv_mb} MiB",
             "keys": f"{c.keys_objects} × {KEYS_SIZE} B at c={c.concurrency}, with keys vs before",
+            "door": f"{c.small_objects} × {c.small_size} B at c={c.concurrency} and "
+                    f"{c.big_mb} MiB, Swift door vs native, best of {c.repeat}",
         }[s]
 
     def meta(self, started, load0, seconds):
@@ -1653,6 +1838,15 @@ class Bench:
             "(the admin key the proxy wrote on its first start); the keys section's baseline "
             "cluster runs the build from before keys (base/...), which takes neither.",
         ]
+        if self.status.get("door") == "ok":
+            n.append("Door: the door section's proxy ran with --http 127.0.0.1:0; $H is its "
+                     "Swift API address. Door figures come from `oss bench --swift "
+                     "http://$H/auth/v1.0 --swift-user oss:admin` with ST_KEY=the admin key "
+                     "(the text after `admin:` in $W/door/proxy/admin.key), native ones from "
+                     "`oss bench` on the same cluster, same objects, one process per phase. "
+                     "The native bench logs in on each connection inside the timing; the HTTP "
+                     "client gets its token once before the first phase, untimed, and opens its "
+                     "keep-alive connections (one per task) inside the timing.")
         for s, st in self.status.items():
             if st != "ok":
                 n.append(f"section {s}: {st}")

@@ -4,5 +4,6 @@
 pub mod admin;
 pub mod bench;
 pub mod objects;
+pub mod swift_bench;
 pub mod transfer;
 pub mod tree;
