@@ -146,6 +146,15 @@ impl Attrs {
     pub const MTIME: &'static str = "mtime";
     /// Unix mode bits set through the mount, in octal (`"100755"`).
     pub const MODE: &'static str = "mode";
+    /// Keys starting with this hold object headers Swift stores beside the user's metadata
+    /// (`:content-disposition`, `:x-delete-at`, ...): ':' is not a token character, so no
+    /// user metadata name can take their place, and they do not count towards its limits.
+    pub const SYSTEM: char = ':';
+    /// Longest value of a system header.
+    pub const MAX_SYSTEM_VALUE: usize = 1024;
+    /// The Swift door's `X-Delete-At` (seconds since the epoch): from then on the object
+    /// reads as absent, through every door.
+    pub const DELETE_AT: &'static str = ":x-delete-at";
     /// Swift's `max_meta_count`, `max_meta_name_length`, `max_meta_value_length`,
     /// `max_meta_overall_size`.
     pub const MAX_COUNT: usize = 90;
@@ -191,6 +200,19 @@ impl Attrs {
         u32::from_str_radix(self.meta.get(Self::MODE)?, 8).ok()
     }
 
+    /// When the object expires (`X-Delete-At`), in µs since the epoch.
+    pub fn delete_at_micros(&self) -> Option<Timestamp> {
+        let secs: u64 = self.meta.get(Self::DELETE_AT)?.parse().ok()?;
+        secs.checked_mul(1_000_000)
+    }
+
+    /// The user's metadata, without the system headers.
+    pub fn user_meta(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.meta
+            .iter()
+            .filter(|(k, _)| !k.starts_with(Self::SYSTEM))
+    }
+
     pub fn set_mode(&mut self, mode: u32) {
         self.meta.insert(Self::MODE.to_owned(), format!("{mode:o}"));
     }
@@ -201,21 +223,36 @@ impl Attrs {
         if self.content_type.len() > Self::MAX_CONTENT_TYPE || !printable(&self.content_type) {
             return Err(AttrsError::BadContentType);
         }
-        if self.meta.len() > Self::MAX_COUNT {
-            return Err(AttrsError::TooMany);
-        }
+        let token = |k: &str| {
+            !k.is_empty()
+                && k.len() <= Self::MAX_NAME
+                && k.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+                })
+        };
         let mut overall = 0;
+        let mut count = 0;
         for (k, v) in &self.meta {
-            let token = k.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-            });
-            if k.is_empty() || k.len() > Self::MAX_NAME || !token {
+            if let Some(header) = k.strip_prefix(Self::SYSTEM) {
+                if !token(header) {
+                    return Err(AttrsError::BadName(k.clone()));
+                }
+                if v.len() > Self::MAX_SYSTEM_VALUE || !printable(v) {
+                    return Err(AttrsError::BadValue(k.clone()));
+                }
+                continue;
+            }
+            if !token(k) {
                 return Err(AttrsError::BadName(k.clone()));
             }
             if v.len() > Self::MAX_VALUE || !printable(v) {
                 return Err(AttrsError::BadValue(k.clone()));
             }
             overall += k.len() + v.len();
+            count += 1;
+        }
+        if count > Self::MAX_COUNT {
+            return Err(AttrsError::TooMany);
         }
         if overall > Self::MAX_OVERALL {
             return Err(AttrsError::TooLarge);
@@ -1226,6 +1263,19 @@ mod tests {
             a.meta.insert(format!("k{i:03}"), "v".repeat(250));
         }
         assert_eq!(a.validate(), Err(AttrsError::TooLarge));
+        // System headers do not count towards the limits, and must be well-formed.
+        let mut a = Attrs::default();
+        for i in 0..Attrs::MAX_COUNT {
+            a.meta.insert(format!("k{i}"), "v".into());
+        }
+        a.meta.insert(Attrs::DELETE_AT.into(), "1700000000".into());
+        a.meta
+            .insert(":content-disposition".into(), "x".repeat(1000));
+        assert_eq!(a.validate(), Ok(()));
+        assert_eq!(a.delete_at_micros(), Some(1_700_000_000_000_000));
+        assert_eq!(a.user_meta().count(), Attrs::MAX_COUNT);
+        a.meta.insert(":Bad".into(), "v".into());
+        assert!(matches!(a.validate(), Err(AttrsError::BadName(_))));
     }
 
     fn creds(user: &str, c: char) -> Credentials {

@@ -25,6 +25,9 @@ const FORMAT: u32 = 1;
 pub struct Container {
     /// When it was first created (µs since the epoch).
     pub created: Timestamp,
+    /// When it was last created or its metadata changed (its `Last-Modified`).
+    #[serde(default)]
+    pub modified: Timestamp,
     /// Its metadata: lower-case names without `x-container-meta-`.
     pub meta: BTreeMap<String, String>,
 }
@@ -37,11 +40,24 @@ struct Table {
     containers: BTreeMap<String, Container>,
 }
 
+/// Count, bytes and newest time of a container's live objects.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub count: u64,
+    pub bytes: u64,
+    pub newest: Timestamp,
+}
+
 /// The container table.
 #[derive(Debug)]
 pub struct Containers {
     dir: PathBuf,
     table: Mutex<Table>,
+    /// Per container: a counter of the writes and deletes the proxy started or finished in
+    /// it, and the totals last counted with the counter they were counted at. Every write
+    /// goes through this proxy, so totals counted while the counter did not move stay true
+    /// until it moves.
+    counted: Mutex<std::collections::HashMap<String, (u64, Option<Totals>)>>,
 }
 
 impl Containers {
@@ -70,7 +86,34 @@ impl Containers {
         Ok(Containers {
             dir: dir.to_path_buf(),
             table: Mutex::new(table),
+            counted: Mutex::default(),
         })
+    }
+
+    fn counted(&self) -> MutexGuard<'_, std::collections::HashMap<String, (u64, Option<Totals>)>> {
+        self.counted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A write or delete in `container` starts or ends: its counted totals are stale.
+    pub fn touch(&self, container: &str) {
+        let mut c = self.counted();
+        let e = c.entry(container.to_owned()).or_insert((0, None));
+        e.0 += 1;
+        e.1 = None;
+    }
+
+    /// The counter now, and the totals if they were counted since the last write.
+    pub fn cached_totals(&self, container: &str) -> (u64, Option<Totals>) {
+        self.counted().get(container).copied().unwrap_or((0, None))
+    }
+
+    /// Keeps totals counted while the counter stood at `at` (dropped if it moved since).
+    pub fn store_totals(&self, container: &str, at: u64, t: Totals) {
+        let mut c = self.counted();
+        let e = c.entry(container.to_owned()).or_insert((0, None));
+        if e.0 == at {
+            e.1 = Some(t);
+        }
     }
 
     /// The table, locked; changes are made on a copy and committed (see [`Self::change`]).
@@ -106,9 +149,11 @@ impl Containers {
                 created = true;
                 Container {
                     created: now,
+                    modified: now,
                     meta: BTreeMap::new(),
                 }
             });
+            c.modified = now;
             update.apply(&mut c.meta);
             created
         })
@@ -203,6 +248,32 @@ mod tests {
         assert!(again.remove("alice").unwrap());
         assert!(!again.remove("alice").unwrap());
         assert!(Containers::open(dir.path()).unwrap().names().is_empty());
+    }
+
+    #[test]
+    fn totals_counted_across_a_write_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Containers::open(dir.path()).unwrap();
+        let t = Totals {
+            count: 1,
+            bytes: 2,
+            newest: 3,
+        };
+        let (at, none) = c.cached_totals("a");
+        assert_eq!(none, None);
+        c.store_totals("a", at, t);
+        assert_eq!(c.cached_totals("a").1, Some(t));
+        // A write starts while totals are being counted: what was counted is not kept.
+        let (at, _) = c.cached_totals("a");
+        c.touch("a");
+        assert_eq!(c.cached_totals("a").1, None);
+        c.store_totals("a", at, t);
+        assert_eq!(c.cached_totals("a").1, None);
+        c.touch("a");
+        let (at, _) = c.cached_totals("a");
+        c.store_totals("a", at, t);
+        assert_eq!(c.cached_totals("a").1, Some(t));
+        assert_eq!(c.cached_totals("b").1, None);
     }
 
     #[test]

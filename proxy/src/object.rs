@@ -165,6 +165,20 @@ pub async fn put<S: BodySource>(
     attrs: Attrs,
     src: &mut S,
 ) -> Result<ObjectMeta, PutError> {
+    // Before and after: totals counted while it runs are not kept.
+    proxy.containers.touch(name.user());
+    let r = put_once(proxy, name, size, attrs, src).await;
+    proxy.containers.touch(name.user());
+    r
+}
+
+async fn put_once<S: BodySource>(
+    proxy: &Arc<Proxy>,
+    name: &ObjectName,
+    size: Option<u64>,
+    attrs: Attrs,
+    src: &mut S,
+) -> Result<ObjectMeta, PutError> {
     let timestamp = proxy.next_timestamp();
     let (part, members) = proxy.write_targets(name);
     let need = proxy.replicas();
@@ -348,11 +362,8 @@ async fn copy_once(
     dst: &ObjectName,
     attrs: Option<Attrs>,
 ) -> Result<ObjectMeta, WireError> {
-    let whole = crate::repair::make_whole(proxy, src).await?;
-    let meta = match whole.newest {
-        Some(m) if !m.deleted => m,
-        _ => return Err(WireError::NotFound),
-    };
+    let whole = open_read(proxy, src).await?;
+    let meta = whole.meta.clone();
     let attrs = attrs.unwrap_or_else(|| meta.attrs.clone());
     let mut last_err = WireError::Unavailable(format!("no replica of {src} could be read"));
     for holder in &whole.holders {
@@ -429,6 +440,15 @@ pub struct Readable {
 pub async fn open_read(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Readable, WireError> {
     let whole = crate::repair::make_whole(proxy, name).await?;
     match whole.newest {
+        // Expired (`X-Delete-At`): absent, as Swift answers before its expirer ran.
+        Some(meta)
+            if meta
+                .attrs
+                .delete_at_micros()
+                .is_some_and(|t| t <= oss_proto::wire::now_micros()) =>
+        {
+            Err(WireError::NotFound)
+        }
         Some(meta) if !meta.deleted => Ok(Readable {
             meta,
             part: whole.part,
@@ -648,6 +668,13 @@ pub async fn delete(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
 /// Writes a tombstone for `name` on every write target; answers whether a live version
 /// existed on any of them.
 pub async fn delete_object(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<bool, WireError> {
+    proxy.containers.touch(name.user());
+    let r = delete_once(proxy, name).await;
+    proxy.containers.touch(name.user());
+    r
+}
+
+async fn delete_once(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<bool, WireError> {
     let timestamp = proxy.next_timestamp();
     let (part, members) = proxy.write_targets(name);
     let need = proxy.replicas();

@@ -109,25 +109,40 @@ pub fn objects(fmt: Format, container: &str, items: &[ListItem]) -> Option<Strin
     }
 }
 
+/// An entry of the account's listing: a container, or (with a delimiter) a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountEntry {
+    Container(ContainerRow),
+    Subdir(String),
+}
+
 /// The account's listing body (`None`: an empty plain listing).
-pub fn containers(fmt: Format, rows: &[ContainerRow]) -> Option<String> {
+pub fn containers(fmt: Format, rows: &[AccountEntry]) -> Option<String> {
     match fmt {
         Format::Plain => {
             if rows.is_empty() {
                 return None;
             }
-            Some(rows.iter().map(|r| format!("{}\n", r.name)).collect())
+            Some(
+                rows.iter()
+                    .map(|r| match r {
+                        AccountEntry::Container(c) => format!("{}\n", c.name),
+                        AccountEntry::Subdir(p) => format!("{p}\n"),
+                    })
+                    .collect(),
+            )
         }
         Format::Json => Some(
             serde_json::Value::Array(
                 rows.iter()
-                    .map(|r| {
-                        json!({
-                            "name": r.name,
-                            "count": r.count,
-                            "bytes": r.bytes,
-                            "last_modified": iso_time(r.last_modified),
-                        })
+                    .map(|r| match r {
+                        AccountEntry::Container(c) => json!({
+                            "name": c.name,
+                            "count": c.count,
+                            "bytes": c.bytes,
+                            "last_modified": iso_time(c.last_modified),
+                        }),
+                        AccountEntry::Subdir(p) => json!({ "subdir": p }),
                     })
                     .collect(),
             )
@@ -137,14 +152,20 @@ pub fn containers(fmt: Format, rows: &[ContainerRow]) -> Option<String> {
             let mut s =
                 format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<account name=\"{ACCOUNT}\">");
             for r in rows {
-                s.push_str(&format!(
-                    "<container><name>{}</name><count>{}</count><bytes>{}</bytes>\
-                     <last_modified>{}</last_modified></container>",
-                    xml_escape(&r.name),
-                    r.count,
-                    r.bytes,
-                    iso_time(r.last_modified)
-                ));
+                match r {
+                    AccountEntry::Container(c) => s.push_str(&format!(
+                        "<container><name>{}</name><count>{}</count><bytes>{}</bytes>\
+                         <last_modified>{}</last_modified></container>",
+                        xml_escape(&c.name),
+                        c.count,
+                        c.bytes,
+                        iso_time(c.last_modified)
+                    )),
+                    AccountEntry::Subdir(p) => s.push_str(&format!(
+                        "<subdir name=\"{0}\"><name>{0}</name></subdir>",
+                        xml_escape(p)
+                    )),
+                }
             }
             s.push_str("</account>");
             Some(s)
@@ -200,13 +221,19 @@ mod tests {
             x.contains("<subdir name=\"d/\"><name>d/</name></subdir>"),
             "{x}"
         );
-        let rows = [ContainerRow {
-            name: "alice".into(),
-            count: 2,
-            bytes: 5,
-            last_modified: 0,
-        }];
-        assert_eq!(containers(Format::Plain, &rows).unwrap(), "alice\n");
+        let rows = [
+            AccountEntry::Container(ContainerRow {
+                name: "alice".into(),
+                count: 2,
+                bytes: 5,
+                last_modified: 0,
+            }),
+            AccountEntry::Subdir("b-".into()),
+        ];
+        assert_eq!(containers(Format::Plain, &rows).unwrap(), "alice\nb-\n");
+        assert!(containers(Format::Json, &rows)
+            .unwrap()
+            .contains(r#"{"subdir":"b-"}"#));
         assert!(containers(Format::Xml, &rows)
             .unwrap()
             .contains("<container><name>alice</name><count>2</count>"));

@@ -78,16 +78,34 @@ pub fn parse_path(raw: &str) -> Result<Target, PathError> {
     }
 }
 
-/// The query string's parameters, decoded (`+` is a space, as in forms).
+/// The query string's parameters, decoded (`+` is a space, as in forms). Values may hold
+/// NUL (a listing marker `NAME%00` is how a client says "from just after NAME").
 pub fn parse_query(q: Option<&str>) -> Result<BTreeMap<String, String>, PathError> {
+    let decode = |s: &str| {
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(&s.replace('+', " ")).collect();
+        String::from_utf8(bytes).map_err(|_| PathError::Encoding)
+    };
     let mut out = BTreeMap::new();
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(&k.replace('+', " "))?;
-        let v = percent_decode(&v.replace('+', " "))?;
-        out.insert(k, v);
+        out.insert(decode(k)?, decode(v)?);
     }
     Ok(out)
+}
+
+/// A listing's exclusive lower bound as oss's listings take it: no name holds NUL, so
+/// "after `x\0…`" is "after `x`".
+pub fn lower_bound(marker: &str) -> String {
+    marker.split('\0').next().unwrap_or("").to_owned()
+}
+
+/// A listing's exclusive upper bound: "before `x\0…`" is "up to `x` included", that is
+/// "before `x\u{1}`".
+pub fn upper_bound(end: &str) -> String {
+    match end.split_once('\0') {
+        Some((head, _)) => format!("{head}\u{1}"),
+        None => end.to_owned(),
+    }
 }
 
 /// One byte range, resolved against an object's size: `start..start+len`.
@@ -123,9 +141,12 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeAnswer {
     let Some(h) = header else {
         return RangeAnswer::Whole;
     };
-    let Some(specs) = h.trim().strip_prefix("bytes=") else {
+    let Some((unit, specs)) = h.split_once('=') else {
         return RangeAnswer::Whole;
     };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeAnswer::Whole;
+    }
     let mut raw = Vec::new();
     for spec in specs.split(',') {
         let spec = spec.trim();
@@ -215,15 +236,16 @@ fn etag_listed(list: &str, etag: &str) -> bool {
 }
 
 /// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match` and `If-Modified-Since`
-/// in RFC 7232's order, for a version with `etag` last modified at `modified` (whole
-/// seconds, as `Last-Modified` says it).
+/// as Swift does, for a version with `etag` last modified at `modified` (whole seconds, as
+/// `Last-Modified` says it): either precondition failing is 412 (Swift checks
+/// `If-Unmodified-Since` even beside a matching `If-Match`), then `If-None-Match` (or,
+/// without it, `If-Modified-Since`) may make it 304.
 pub fn evaluate_conditions(headers: &HeaderMap, etag: &str, modified: SystemTime) -> Condition {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(m) = get("if-match") {
-        if !etag_listed(m, etag) {
-            return Condition::Failed;
-        }
-    } else if let Some(t) = get("if-unmodified-since").and_then(parse_http_date) {
+    if get("if-match").is_some_and(|m| !etag_listed(m, etag)) {
+        return Condition::Failed;
+    }
+    if let Some(t) = get("if-unmodified-since").and_then(parse_http_date) {
         if modified > t {
             return Condition::Failed;
         }
@@ -420,7 +442,8 @@ pub fn quote_path(s: &str) -> String {
 
 /// A copy's source or destination header: `CONTAINER/OBJECT`, with or without a leading
 /// '/', percent-encoded.
-pub fn parse_copy_path(v: &str) -> Option<(String, String)> {
+pub fn parse_copy_path(v: &hyper::header::HeaderValue) -> Option<(String, String)> {
+    let v = header_text(v).ok()?;
     let d = percent_decode(v.trim()).ok()?;
     let d = d.strip_prefix('/').unwrap_or(&d);
     let (c, o) = d.split_once('/')?;
@@ -488,6 +511,10 @@ mod tests {
         assert_eq!(q["marker"], "x y");
         assert_eq!(q["reverse"], "");
         assert!(parse_query(Some("prefix=%ff")).is_err());
+        assert_eq!(parse_query(Some("marker=a%00")).unwrap()["marker"], "a\0");
+        assert_eq!(lower_bound("a\0zz"), "a");
+        assert_eq!(upper_bound("a\0"), "a\u{1}");
+        assert_eq!(upper_bound("b"), "b");
     }
 
     fn partial(v: &[(u64, u64)]) -> RangeAnswer {
@@ -556,9 +583,13 @@ mod tests {
         assert_eq!(ev(&[("if-modified-since", &before)]), Condition::Proceed);
         assert_eq!(ev(&[("if-unmodified-since", &before)]), Condition::Failed);
         assert_eq!(ev(&[("if-unmodified-since", &same)]), Condition::Proceed);
-        // If-Match wins over If-Unmodified-Since; If-None-Match over If-Modified-Since.
+        // Both preconditions count; If-None-Match wins over If-Modified-Since.
         assert_eq!(
             ev(&[("if-match", "0123"), ("if-unmodified-since", &before)]),
+            Condition::Failed
+        );
+        assert_eq!(
+            ev(&[("if-match", "0123"), ("if-unmodified-since", &same)]),
             Condition::Proceed
         );
         assert_eq!(
@@ -617,12 +648,13 @@ mod tests {
             "d41d8cd98f00b204e9800998ecf8427e"
         );
         assert_eq!(parse_etag("xyz"), None);
-        assert_eq!(
-            parse_copy_path("/c/a%20b/c"),
-            Some(("c".into(), "a b/c".into()))
-        );
-        assert_eq!(parse_copy_path("c"), None);
-        assert_eq!(parse_copy_path("/c/"), None);
+        let cp = |s: &str| {
+            parse_copy_path(&hyper::header::HeaderValue::from_bytes(s.as_bytes()).unwrap())
+        };
+        assert_eq!(cp("/c/a%20b/c"), Some(("c".into(), "a b/c".into())));
+        assert_eq!(cp("c/é"), Some(("c".into(), "é".into())));
+        assert_eq!(cp("c"), None);
+        assert_eq!(cp("/c/"), None);
         assert_eq!(xml_escape("a<&>\"'"), "a&lt;&amp;&gt;&quot;&apos;");
         assert_eq!(quote_path("c/a b"), "c/a%20b");
     }

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::cluster::Proxy;
-use crate::containers::MetaUpdate;
+use crate::containers::{MetaUpdate, Totals};
 use crate::server::Login;
 use body::Body;
 use format::{ContainerRow, Format};
@@ -106,6 +106,8 @@ async fn connection(door: Arc<Door>, stream: tokio::net::TcpStream, peer: Socket
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(IDLE_TIMEOUT)
         .max_buf_size(64 << 10)
+        // Swift's limit is on metadata items (90, checked with a clear 400), not headers.
+        .max_headers(256)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
     if let Err(e) = conn.await {
         debug!(error = %e, "connection ended");
@@ -254,9 +256,28 @@ impl Reply {
         self
     }
 
-    pub fn meta(mut self, prefix: &str, meta: &BTreeMap<String, String>) -> Self {
+    pub fn meta(self, prefix: &str, meta: &BTreeMap<String, String>) -> Self {
+        self.user_meta(prefix, meta.iter())
+    }
+
+    /// User metadata as `PREFIX-Name` headers.
+    pub fn user_meta<'a>(
+        mut self,
+        prefix: &str,
+        meta: impl Iterator<Item = (&'a String, &'a String)>,
+    ) -> Self {
         for (k, v) in meta {
             self = self.header(&http::title_case(&format!("{prefix}{k}")), v);
+        }
+        self
+    }
+
+    /// The system headers stored with an object, under their own names.
+    pub fn system(mut self, attrs: &Attrs) -> Self {
+        for (k, v) in &attrs.meta {
+            if let Some(h) = k.strip_prefix(Attrs::SYSTEM) {
+                self = self.header(&http::title_case(h), v);
+            }
         }
         self
     }
@@ -290,6 +311,11 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
+    // A client that asks for keep-alive by name is answered by name, as Swift does.
+    let req_keep_alive = req
+        .headers()
+        .get("connection")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"keep-alive"));
     let with_body = req.headers().contains_key("transfer-encoding")
         || req
             .headers()
@@ -315,6 +341,11 @@ async fn handle(
         Ok(r) => r,
         Err(f) => f.response(),
     };
+    let keep_alive = req_keep_alive;
+    if keep_alive && !resp.headers().contains_key("connection") {
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("keep-alive"));
+    }
     if with_body && method == Method::PUT && !resp.status().is_success() {
         // The body may be unread: this connection cannot carry another request.
         resp.headers_mut()
@@ -441,14 +472,6 @@ fn info() -> Response<Body> {
         .body(Body::text(v.to_string()))
 }
 
-/// Totals of one container's objects.
-#[derive(Debug, Default, Clone, Copy)]
-struct Totals {
-    count: u64,
-    bytes: u64,
-    newest: u64,
-}
-
 impl Door {
     fn token(req: &Req) -> Option<&str> {
         ["x-auth-token", "x-storage-token"]
@@ -552,8 +575,19 @@ impl Door {
         }
     }
 
-    /// Count, bytes and newest time of a container's objects (a walk of its listing).
+    /// Count, bytes and newest time of a container's objects: a walk of its listing,
+    /// kept until the next write to it.
     async fn totals(&self, c: &str) -> Result<Totals, Fail> {
+        let (at, cached) = self.proxy.containers.cached_totals(c);
+        if let Some(t) = cached {
+            return Ok(t);
+        }
+        let t = self.count(c).await?;
+        self.proxy.containers.store_totals(c, at, t);
+        Ok(t)
+    }
+
+    async fn count(&self, c: &str) -> Result<Totals, Fail> {
         let mut t = Totals::default();
         let mut q = ListQuery {
             user: c.to_owned(),
@@ -600,28 +634,39 @@ impl Door {
             .map_err(|_| Fail::precondition("Invalid UTF8 or contains NULL"))?;
         let lp = ListParams::parse(&params)?;
         let names = self.container_names().await?;
-        let mut rows = Vec::new();
         let (mut count, mut bytes) = (0u64, 0u64);
-        let listing = req.method() == Method::GET;
-        let chosen: Vec<String> = if listing {
-            lp.select_names(&names)
-        } else {
-            Vec::new()
-        };
+        let mut totals = BTreeMap::new();
         for n in &names {
             let t = self.totals(n).await?;
             count += t.count;
             bytes += t.bytes;
-            if chosen.contains(n) {
-                let created = self.proxy.containers.get(n).map_or(0, |c| c.created);
-                rows.push(ContainerRow {
-                    name: n.clone(),
-                    count: t.count,
-                    bytes: t.bytes,
-                    last_modified: t.newest.max(created),
-                });
-            }
+            totals.insert(n.clone(), t);
         }
+        let listing = req.method() == Method::GET;
+        let rows: Vec<format::AccountEntry> = if listing {
+            lp.select_names(&names)
+                .into_iter()
+                .map(|k| match k {
+                    ListKey::Prefix(p) => format::AccountEntry::Subdir(p),
+                    ListKey::Name(n) => {
+                        let t = totals.get(&n).copied().unwrap_or_default();
+                        let modified = self
+                            .proxy
+                            .containers
+                            .get(&n)
+                            .map_or(t.newest, |c| c.modified);
+                        format::AccountEntry::Container(ContainerRow {
+                            name: n,
+                            count: t.count,
+                            bytes: t.bytes,
+                            last_modified: modified,
+                        })
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Delimited account listings roll container names up like object names.
         let mut r = Reply::new(StatusCode::NO_CONTENT)
             .header("x-account-container-count", names.len().to_string())
@@ -658,6 +703,12 @@ impl Door {
         let proxy = &self.proxy;
         match *req.method() {
             Method::PUT => {
+                if let Some(p) = req.headers().get("x-storage-policy") {
+                    // Empty: the default policy, the only one there is.
+                    if !p.is_empty() && !p.as_bytes().eq_ignore_ascii_case(b"Policy-0") {
+                        return Err(Fail::bad_request("Invalid X-Storage-Policy"));
+                    }
+                }
                 let u = http::meta_update(req.headers(), "container")
                     .map_err(|e| Fail::bad_request(e.0))?;
                 let mut meta = proxy.containers.get(c).map(|r| r.meta).unwrap_or_default();
@@ -718,7 +769,7 @@ impl Door {
             .header("x-put-timestamp", http::x_timestamp(record.created))
             .header(
                 "last-modified",
-                http::http_date(http::last_modified(t.newest.max(record.created))),
+                http::http_date(http::last_modified(record.modified.max(record.created))),
             )
             .header("x-storage-policy", "Policy-0")
             .header("accept-ranges", "bytes")
@@ -754,11 +805,7 @@ impl Door {
             }
         };
         let multi = (single.is_none() && !lp.delimiter.is_empty()).then(|| lp.delimiter.clone());
-        let (marker, end_marker) = if lp.reverse {
-            (lp.end_marker.clone(), lp.marker.clone())
-        } else {
-            (lp.marker.clone(), lp.end_marker.clone())
-        };
+        let (marker, end_marker) = lp.bounds();
         let want = if lp.reverse { usize::MAX } else { lp.limit };
         let mut q = ListQuery {
             user: c.to_owned(),
@@ -816,6 +863,13 @@ fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), Fail> {
     .map_err(|e| Fail::bad_request(e.to_string()))
 }
 
+/// An entry of the account's listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListKey {
+    Name(String),
+    Prefix(String),
+}
+
 /// A listing's query parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListParams {
@@ -829,26 +883,19 @@ pub struct ListParams {
 
 impl ListParams {
     pub fn parse(p: &BTreeMap<String, String>) -> Result<Self, Fail> {
-        let limit = match p.get("limit") {
-            None => MAX_LIST_LIMIT as usize,
-            Some(l) => match l.trim().parse::<i64>() {
-                Ok(n) if n < 0 => {
-                    return Err(Fail::precondition(
-                        "Value of limit must be a positive integer",
-                    ))
+        // As Swift: a limit that is not all digits is ignored.
+        let limit = match p.get("limit").map(|l| l.trim()) {
+            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => {
+                match l.parse::<u64>() {
+                    Ok(n) if n <= u64::from(MAX_LIST_LIMIT) => n as usize,
+                    _ => {
+                        return Err(Fail::precondition(format!(
+                            "Maximum limit is {MAX_LIST_LIMIT}"
+                        )))
+                    }
                 }
-                Ok(n) if n > i64::from(MAX_LIST_LIMIT) => {
-                    return Err(Fail::precondition(format!(
-                        "Maximum limit is {MAX_LIST_LIMIT}"
-                    )))
-                }
-                Ok(n) => n as usize,
-                Err(_) => {
-                    return Err(Fail::precondition(
-                        "Value of limit must be a positive integer",
-                    ))
-                }
-            },
+            }
+            _ => MAX_LIST_LIMIT as usize,
         };
         let s = |k: &str| p.get(k).cloned().unwrap_or_default();
         let reverse = matches!(
@@ -870,14 +917,22 @@ impl ListParams {
         })
     }
 
-    /// The page of `names` (sorted) these parameters select: the account's listing.
-    pub fn select_names(&self, names: &[String]) -> Vec<String> {
+    /// The exclusive (lower, upper) bounds of the names listed, in oss's sort order
+    /// (`reverse` swaps what `marker` and `end_marker` bound); empty for none.
+    pub fn bounds(&self) -> (String, String) {
         let (lo, hi) = if self.reverse {
             (&self.end_marker, &self.marker)
         } else {
             (&self.marker, &self.end_marker)
         };
-        let mut v: Vec<String> = Vec::new();
+        (http::lower_bound(lo), http::upper_bound(hi))
+    }
+
+    /// The page of `names` (sorted) these parameters select: the account's listing, names
+    /// and (with a delimiter) rolled-up prefixes.
+    pub fn select_names(&self, names: &[String]) -> Vec<ListKey> {
+        let (lo, hi) = self.bounds();
+        let mut v: Vec<ListKey> = Vec::new();
         for n in names {
             if !n.starts_with(&self.prefix)
                 || (!lo.is_empty() && n.as_str() <= lo.as_str())
@@ -889,8 +944,10 @@ impl ListParams {
                 .then(|| n[self.prefix.len()..].find(self.delimiter.as_str()))
                 .flatten()
             {
-                Some(at) => n[..self.prefix.len() + at + self.delimiter.len()].to_owned(),
-                None => n.clone(),
+                Some(at) => {
+                    ListKey::Prefix(n[..self.prefix.len() + at + self.delimiter.len()].to_owned())
+                }
+                None => ListKey::Name(n.clone()),
             };
             if v.last() != Some(&key) {
                 v.push(key);
@@ -921,9 +978,13 @@ mod tests {
     fn listing_parameters() {
         assert_eq!(params(&[]).unwrap().limit, 10_000);
         assert_eq!(params(&[("limit", "0")]).unwrap().limit, 0);
-        for bad in ["10001", "-1", "x"] {
+        for bad in ["10001", "99999999999999999999999"] {
             let f = params(&[("limit", bad)]).unwrap_err();
             assert_eq!(f.status, StatusCode::PRECONDITION_FAILED, "{bad}");
+        }
+        // Not digits: ignored, as Swift does.
+        for odd in ["-1", "x", "5000.0"] {
+            assert_eq!(params(&[("limit", odd)]).unwrap().limit, 10_000, "{odd}");
         }
         assert!(params(&[("reverse", "true")]).unwrap().reverse);
         assert!(!params(&[("reverse", "no")]).unwrap().reverse);
@@ -935,11 +996,28 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let sel = |pairs: &[(&str, &str)]| params(pairs).unwrap().select_names(&names);
+        let sel = |pairs: &[(&str, &str)]| {
+            params(pairs)
+                .unwrap()
+                .select_names(&names)
+                .into_iter()
+                .map(|k| match k {
+                    ListKey::Name(n) => n,
+                    ListKey::Prefix(p) => format!("{p}/"),
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(sel(&[]), names);
         assert_eq!(sel(&[("marker", "a"), ("limit", "2")]), ["b-1", "b-2"]);
         assert_eq!(sel(&[("prefix", "b")]), ["b-1", "b-2"]);
-        assert_eq!(sel(&[("delimiter", "-")]), ["a", "b-", "c"]);
+        assert_eq!(sel(&[("delimiter", "-")]), ["a", "b-/", "c"]);
+        // NUL in a marker: "just after", and an end_marker "up to, included".
+        assert_eq!(sel(&[("marker", "b-1\0")]), ["b-2", "c"]);
+        assert_eq!(sel(&[("end_marker", "b-1\0")]), ["a", "b-1"]);
+        assert_eq!(
+            sel(&[("reverse", "on"), ("marker", "b-2\0"), ("end_marker", "a")]),
+            ["b-2", "b-1"]
+        );
         assert_eq!(sel(&[("end_marker", "b-2")]), ["a", "b-1"]);
         assert_eq!(sel(&[("reverse", "on")]), ["c", "b-2", "b-1", "a"]);
         assert_eq!(

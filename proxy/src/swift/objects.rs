@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use hyper::{HeaderMap, Method, StatusCode};
 use oss_proto::name::{hex, MAX_FILE_LEN};
-use oss_proto::wire::{Attrs, ObjectMeta, WireError};
+use oss_proto::wire::{now_micros, Attrs, ObjectMeta, WireError};
 use oss_proto::ObjectName;
 use tokio::sync::oneshot;
 
@@ -21,7 +21,7 @@ pub async fn handle(door: &Door, req: Req, login: &Login, c: &str, o: &str) -> A
         "GET" | "HEAD" => get(door, &req, &name).await,
         "PUT" => {
             if let Some(src) = req.headers().get("x-copy-from") {
-                let src = copy_path(src.to_str().ok(), "X-Copy-From")?;
+                let src = copy_path(Some(src), "X-Copy-From")?;
                 authorize(login, &src.0)?;
                 let src = object_name(&src.0, &src.1)?;
                 return copy(door, req.headers(), &src, &name).await;
@@ -34,11 +34,11 @@ pub async fn handle(door: &Door, req: Req, login: &Login, c: &str, o: &str) -> A
             false => Err(Fail::not_found()),
         },
         "COPY" => {
-            let dst = req.headers().get("destination").map(|v| v.to_str().ok());
+            let dst = req.headers().get("destination");
             let Some(dst) = dst else {
                 return Err(Fail::precondition("Destination header required"));
             };
-            let dst = copy_path(dst, "Destination")?;
+            let dst = copy_path(Some(dst), "Destination")?;
             authorize(login, &dst.0)?;
             let dst = object_name(&dst.0, &dst.1)?;
             copy(door, req.headers(), &name, &dst).await
@@ -59,7 +59,10 @@ fn object_name(c: &str, o: &str) -> Result<ObjectName, Fail> {
     ObjectName::new(c, o).map_err(|e| Fail::bad_request(e.to_string()))
 }
 
-fn copy_path(v: Option<&str>, header: &str) -> Result<(String, String), Fail> {
+fn copy_path(
+    v: Option<&hyper::header::HeaderValue>,
+    header: &str,
+) -> Result<(String, String), Fail> {
     v.and_then(http::parse_copy_path).ok_or_else(|| {
         Fail::precondition(format!(
             "{header} header must be of the form <container name>/<object name>"
@@ -67,7 +70,20 @@ fn copy_path(v: Option<&str>, header: &str) -> Result<(String, String), Fail> {
     })
 }
 
-/// The content type and metadata a write stores, from its headers.
+/// Object headers Swift stores beside the user's metadata and answers on reads (its
+/// object server's `allowed_headers`, less large-object manifests).
+const SYSTEM_HEADERS: [&str; 7] = [
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "cache-control",
+    "expires",
+    "x-robots-tag",
+    "x-delete-at",
+];
+
+/// The content type and metadata a write stores, from its headers: `X-Object-Meta-*`, the
+/// system headers, and `X-Delete-After` as an `X-Delete-At`.
 fn attrs_of(headers: &HeaderMap, name: &ObjectName) -> Result<Attrs, Fail> {
     let u = http::meta_update(headers, "object").map_err(|e| Fail::bad_request(e.0))?;
     let mut attrs = Attrs {
@@ -82,10 +98,46 @@ fn attrs_of(headers: &HeaderMap, name: &ObjectName) -> Result<Attrs, Fail> {
         Some(v) if !detect => http::header_text(v).map_err(|e| Fail::bad_request(e.0))?,
         _ => http::guess_content_type(name.file()).to_owned(),
     };
+    system_headers(headers, &mut attrs)?;
     attrs
         .validate()
         .map_err(|e| Fail::bad_request(e.to_string()))?;
     Ok(attrs)
+}
+
+/// Takes the system headers of a request into `attrs` (replacing those it names).
+fn system_headers(headers: &HeaderMap, attrs: &mut Attrs) -> Result<(), Fail> {
+    for h in SYSTEM_HEADERS {
+        if let Some(v) = headers.get(h) {
+            let v = http::header_text(v).map_err(|e| Fail::bad_request(e.0))?;
+            attrs
+                .meta
+                .insert(format!("{}{h}", Attrs::SYSTEM), v.trim().to_owned());
+        }
+    }
+    let now = now_micros() / 1_000_000;
+    if let Some(v) = headers.get("x-delete-after") {
+        let after: u64 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| Fail::bad_request("Non-integer X-Delete-After"))?;
+        attrs
+            .meta
+            .insert(Attrs::DELETE_AT.to_owned(), (now + after).to_string());
+    }
+    if let Some(at) = attrs.meta.get(Attrs::DELETE_AT) {
+        let secs: u64 = at
+            .parse()
+            .map_err(|_| Fail::bad_request("Non-integer X-Delete-At"))?;
+        if secs <= now {
+            return Err(Fail::bad_request("X-Delete-At in past"));
+        }
+    }
+    if headers.contains_key("x-remove-delete-at") {
+        attrs.meta.remove(Attrs::DELETE_AT);
+    }
+    Ok(())
 }
 
 fn too_large() -> Fail {
@@ -109,7 +161,8 @@ fn version_headers(r: Reply, m: &ObjectMeta) -> Reply {
             super::format::content_type_of(&m.attrs.content_type),
         )
         .header("accept-ranges", "bytes")
-        .meta("x-object-meta-", &m.attrs.meta)
+        .user_meta("x-object-meta-", m.attrs.user_meta())
+        .system(&m.attrs)
 }
 
 async fn put(door: &Door, req: Req, name: &ObjectName) -> Answer {
@@ -194,6 +247,15 @@ async fn post(door: &Door, headers: &HeaderMap, name: &ObjectName) -> Answer {
     if !headers.contains_key("content-type") {
         attrs.content_type = cur.meta.attrs.content_type.clone();
     }
+    // A POST replaces the user's metadata; system headers it does not name stay.
+    for (k, v) in &cur.meta.attrs.meta {
+        if k.starts_with(Attrs::SYSTEM)
+            && !attrs.meta.contains_key(k)
+            && !(k == Attrs::DELETE_AT && headers.contains_key("x-remove-delete-at"))
+        {
+            attrs.meta.insert(k.clone(), v.clone());
+        }
+    }
     object::copy_object(&door.proxy, name, name, Some(attrs)).await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())
 }
@@ -220,6 +282,7 @@ async fn copy(door: &Door, headers: &HeaderMap, src: &ObjectName, dst: &ObjectNa
         Some(v) => http::header_text(v).map_err(|e| Fail::bad_request(e.0))?,
         None => cur.meta.attrs.content_type.clone(),
     };
+    system_headers(headers, &mut attrs)?;
     attrs
         .validate()
         .map_err(|e| Fail::bad_request(e.to_string()))?;
