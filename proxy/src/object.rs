@@ -123,23 +123,32 @@ impl BodySource for ClientBody<'_> {
     }
 }
 
-/// A storage server's answer to a `Get` of the version whose MD5 is `md5` (a copy).
+/// A storage server's answer to a `Get` (a copy): of a whole version, whose MD5 is known,
+/// or of a range of it, hashed here on its way (the blocks were checked by the server).
 struct ReplicaBody<'a> {
     conn: &'a mut Connection,
-    md5: [u8; 16],
+    md5: Result<[u8; 16], md5::Md5>,
 }
 
 impl BodySource for ReplicaBody<'_> {
     async fn chunk(&mut self, proxy: &Proxy, buf: &mut Vec<u8>) -> Result<Chunk, WireError> {
-        proxy
+        let c = proxy
             .backends
             .read_chunk(self.conn, buf)
             .await
-            .map_err(|e| e.to_wire())
+            .map_err(|e| e.to_wire())?;
+        if let (Chunk::Data(n), Err(h)) = (&c, &mut self.md5) {
+            md5::Digest::update(h, &buf[..*n]);
+        }
+        Ok(c)
     }
 
     async fn trailer(&mut self) -> Result<UploadTrailer, WireError> {
-        Ok(UploadTrailer { md5: self.md5 })
+        let md5 = match &self.md5 {
+            Ok(m) => *m,
+            Err(h) => md5::Digest::finalize(h.clone()).into(),
+        };
+        Ok(UploadTrailer { md5 })
     }
 }
 
@@ -329,18 +338,19 @@ pub async fn copy(
     dst: ObjectName,
     attrs: Option<Attrs>,
 ) -> Outcome {
-    match copy_object(proxy, &src, &dst, attrs).await {
+    match copy_object(proxy, &src, &dst, attrs, None).await {
         Ok(meta) => Outcome::answer(Response::Stored(meta)),
         Err(e) => Outcome::fail(e),
     }
 }
 
-/// [`copy`], answering the new version.
+/// [`copy`], answering the new version; `range` (offset, length) copies those bytes only.
 pub async fn copy_object(
     proxy: &Arc<Proxy>,
     src: &ObjectName,
     dst: &ObjectName,
     attrs: Option<Attrs>,
+    range: Option<(u64, u64)>,
 ) -> Result<ObjectMeta, WireError> {
     if let Some(Err(e)) = attrs.as_ref().map(Attrs::validate) {
         return Err(WireError::InvalidAttrs(e));
@@ -348,7 +358,7 @@ pub async fn copy_object(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match copy_once(proxy, src, dst, attrs.clone()).await {
+        match copy_once(proxy, src, dst, attrs.clone(), range).await {
             // Overwritten between choosing its version and reading it: start over.
             Err(WireError::Stale { .. }) if attempt < RACE_RETRIES => continue,
             r => return r,
@@ -361,17 +371,25 @@ async fn copy_once(
     src: &ObjectName,
     dst: &ObjectName,
     attrs: Option<Attrs>,
+    range: Option<(u64, u64)>,
 ) -> Result<ObjectMeta, WireError> {
     let whole = open_read(proxy, src).await?;
     let meta = whole.meta.clone();
+    let (offset, len) = range.unwrap_or((0, meta.size));
+    if offset.checked_add(len).is_none_or(|end| end > meta.size) {
+        return Err(WireError::BadRequest(format!(
+            "bytes {offset}+{len} are beyond the end of {src} ({} bytes)",
+            meta.size
+        )));
+    }
     let attrs = attrs.unwrap_or_else(|| meta.attrs.clone());
     let mut last_err = WireError::Unavailable(format!("no replica of {src} could be read"));
     for holder in &whole.holders {
         let get = StorageRequest::Get {
             name: src.clone(),
             part: whole.part,
-            offset: 0,
-            len: None,
+            offset,
+            len: Some(len),
             timestamp: Some(meta.timestamp),
         };
         let mut c = match proxy.backends.open_get(&holder.addr, &get).await {
@@ -384,9 +402,13 @@ async fn copy_once(
         };
         let mut source = ReplicaBody {
             conn: &mut c,
-            md5: meta.md5,
+            md5: if len == meta.size {
+                Ok(meta.md5)
+            } else {
+                Err(md5::Md5::default())
+            },
         };
-        match put(proxy, dst, Some(meta.size), attrs.clone(), &mut source).await {
+        match put(proxy, dst, Some(len), attrs.clone(), &mut source).await {
             Ok(m) => {
                 proxy.backends.put_back(&holder.addr, c);
                 debug!(%src, %dst, bytes = m.size, "copied");

@@ -256,7 +256,7 @@ async fn post(door: &Door, headers: &HeaderMap, name: &ObjectName) -> Answer {
             attrs.meta.insert(k.clone(), v.clone());
         }
     }
-    object::copy_object(&door.proxy, name, name, Some(attrs)).await?;
+    object::copy_object(&door.proxy, name, name, Some(attrs), None).await?;
     Ok(Reply::new(StatusCode::ACCEPTED).done())
 }
 
@@ -286,7 +286,18 @@ async fn copy(door: &Door, headers: &HeaderMap, src: &ObjectName, dst: &ObjectNa
     attrs
         .validate()
         .map_err(|e| Fail::bad_request(e.to_string()))?;
-    let meta = object::copy_object(&door.proxy, src, dst, Some(attrs)).await?;
+    // A single range copies those bytes (Swift's ranged copy); anything else, the whole.
+    let range = headers.get("range").and_then(|v| v.to_str().ok());
+    let span = match http::parse_range(range, cur.meta.size) {
+        RangeAnswer::Partial(s) if s.len() == 1 => Some((s[0].start, s[0].len)),
+        RangeAnswer::Unsatisfiable => {
+            return Ok(Reply::new(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header("content-range", format!("bytes */{}", cur.meta.size))
+                .done())
+        }
+        _ => None,
+    };
+    let meta = object::copy_object(&door.proxy, src, dst, Some(attrs), span).await?;
     Ok(Reply::new(StatusCode::CREATED)
         .header("etag", hex(&meta.md5))
         .header(

@@ -241,6 +241,16 @@ fn swift_objects_containers_and_listings_answer_as_swift() {
     );
     assert_eq!(cf.status, 201, "{}", cf.text());
     assert_eq!(s.call("GET", "/photos/c.txt", &[]).body, body);
+    // A ranged copy takes those bytes only (and their own MD5).
+    let rc = s.call(
+        "COPY",
+        "/photos/a/fox.txt",
+        &[("Destination", "photos/quick"), ("Range", "bytes=4-8")],
+    );
+    assert_eq!(rc.status, 201, "{}", rc.text());
+    assert_eq!(rc.header("etag"), Some(md5_hex(b"quick").as_str()));
+    assert_eq!(s.call("GET", "/photos/quick", &[]).body, b"quick");
+    assert_eq!(s.call("DELETE", "/photos/quick", &[]).status, 204);
     assert_eq!(
         s.call("COPY", "/photos/missing", &[("Destination", "photos/x")])
             .status,
