@@ -85,7 +85,7 @@ async fn serve(st: &State, c: &mut Connection, req: ClientRequest) -> oss_proto:
                 deleted: false,
                 attrs,
             };
-            if meta.md5 != t.md5 {
+            if Some(meta.md5) != t.md5 {
                 c.write_header(&Response::Error(WireError::BadRequest("md5".into())))
                     .await?;
             } else {

@@ -203,7 +203,7 @@ impl Client {
             }
             c.write_end().await?;
             c.write_header(&UploadTrailer {
-                md5: md5.finish().await,
+                md5: Some(md5.finish().await),
             })
             .await?;
             c.flush().await

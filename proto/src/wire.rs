@@ -48,7 +48,7 @@ use crate::ring::DevId;
 
 /// Bumped whenever a message's shape changes: postcard is not self-describing, so both ends
 /// must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The user the proxy logs in as on storage servers, with the cluster secret.
 pub const CLUSTER_USER: &str = "oss-cluster";
 /// The account owner: the user of the admin key, who may do everything (a reserved name).
@@ -77,6 +77,21 @@ const KIND_END: u8 = 2;
 
 /// Microseconds since the Unix epoch, set by the proxy on every write. Newer wins.
 pub type Timestamp = u64;
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
 
 pub fn now_micros() -> Timestamp {
     std::time::SystemTime::now()
@@ -448,8 +463,18 @@ impl Credentials {
 /// Sent after the `END` of an upload body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadTrailer {
-    /// MD5 of the body as the sender computed it while sending.
-    pub md5: [u8; 16],
+    /// MD5 of the body as the sender computed it while sending: the receiver commits only
+    /// if the bytes it got have it. `None` (the proxy to a storage server, for a writer that
+    /// named no MD5): the server answers [`Response::Prepared`] with the MD5 of what it got
+    /// and waits for a [`PutDecision`], so the proxy commits only replicas that agree.
+    pub md5: Option<[u8; 16]>,
+}
+
+/// The proxy's word on a prepared upload (after [`Response::Prepared`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutDecision {
+    /// Commit it (then the answer is `Stored`), or drop it (no answer follows).
+    pub commit: bool,
 }
 
 /// Requests from a client (`oss`, `ossfs`) to the proxy.
@@ -676,6 +701,10 @@ pub enum Response {
     },
     Ok,
     Stored(ObjectMeta),
+    /// An upload without an MD5 is written (not yet committed): the MD5 of its bytes.
+    Prepared {
+        md5: [u8; 16],
+    },
     /// Object metadata; for downloads a body of `len` bytes follows.
     Object {
         meta: ObjectMeta,
@@ -1069,7 +1098,7 @@ mod tests {
             .await
             .unwrap();
         a.write_end().await.unwrap();
-        a.write_header(&UploadTrailer { md5: [1; 16] })
+        a.write_header(&UploadTrailer { md5: Some([1; 16]) })
             .await
             .unwrap();
         a.flush().await.unwrap();
@@ -1088,7 +1117,7 @@ mod tests {
         }
         assert_eq!(total, MAX_CHUNK as usize + 10);
         let t: UploadTrailer = b.expect_header().await.unwrap();
-        assert_eq!(t.md5, [1; 16]);
+        assert_eq!(t.md5, Some([1; 16]));
         drop(a);
         assert!(
             b.read_header::<Response>().await.unwrap().is_none(),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use oss_proto::ring::DevId;
 use oss_proto::wire::{
-    Attrs, Chunk, Connection, Error, ObjectMeta, Response, StorageRequest, UploadTrailer,
-    WireError, CHUNK,
+    Attrs, Chunk, Connection, Error, ObjectMeta, PutDecision, Response, StorageRequest,
+    UploadTrailer, WireError, CHUNK,
 };
 use oss_proto::ObjectName;
 use tracing::{debug, warn};
@@ -148,7 +148,7 @@ impl BodySource for ReplicaBody<'_> {
             Ok(m) => *m,
             Err(h) => md5::Digest::finalize(h.clone()).into(),
         };
-        Ok(UploadTrailer { md5 })
+        Ok(UploadTrailer { md5: Some(md5) })
     }
 }
 
@@ -280,14 +280,23 @@ async fn put_once<S: BodySource>(
             }
         }
     }
-    // Collect the answers: the servers fsync in parallel.
     let mut stored = 0usize;
-    let mut mismatch = None;
     let mut last_err = None;
+    let md5 = match trailer.md5 {
+        Some(m) => m,
+        None => {
+            let (md5, superseded) =
+                prepare(proxy, name, timestamp, need, &mut targets, &mut last_err).await?;
+            stored = superseded;
+            md5
+        }
+    };
+    // Collect the answers: the servers fsync in parallel.
+    let mut mismatch = None;
     for t in targets.iter_mut() {
         let Some(mut c) = t.conn.take() else { continue };
         match proxy.backends.committed(c.read_response()).await {
-            Ok(Response::Stored(m)) if m.md5 == trailer.md5 => {
+            Ok(Response::Stored(m)) if m.md5 == md5 => {
                 stored += 1;
                 proxy.backends.put_back(&t.member.addr, c);
             }
@@ -312,7 +321,7 @@ async fn put_once<S: BodySource>(
         return Ok(ObjectMeta {
             name: name.clone(),
             size: total,
-            md5: trailer.md5,
+            md5,
             timestamp,
             deleted: false,
             attrs,
@@ -325,6 +334,89 @@ async fn put_once<S: BodySource>(
         "{name} stored on {stored} of {need} replicas{}",
         last_err.map(|e| format!(" ({e})")).unwrap_or_default()
     ))))
+}
+
+/// The first half of a write whose writer named no MD5: every target has written the body
+/// and answers the MD5 of what it got (`Prepared`); if `need` of them agree (or were
+/// superseded by a newer version), they are told to commit, otherwise every one drops it.
+/// Returns the agreed MD5 and how many targets were superseded.
+async fn prepare(
+    proxy: &Arc<Proxy>,
+    name: &ObjectName,
+    timestamp: oss_proto::Timestamp,
+    need: usize,
+    targets: &mut [Target],
+    last_err: &mut Option<WireError>,
+) -> Result<([u8; 16], usize), PutError> {
+    let mut agreed: Option<[u8; 16]> = None;
+    let mut differ = false;
+    let mut superseded = 0usize;
+    for t in targets.iter_mut() {
+        let Some(c) = t.conn.as_mut() else { continue };
+        match proxy.backends.committed(c.read_response()).await {
+            Ok(Response::Prepared { md5 }) => match agreed {
+                None => agreed = Some(md5),
+                Some(a) if a != md5 => differ = true,
+                Some(_) => {}
+            },
+            Err(Error::Remote(WireError::Stale { current })) => {
+                proxy.observe_timestamp(current);
+                if clock_went_back(timestamp, current) {
+                    return Err(PutError::Done(clock_error(name)));
+                }
+                superseded += 1;
+                if let Some(c) = t.conn.take() {
+                    proxy.backends.put_back(&t.member.addr, c);
+                }
+            }
+            Ok(other) => {
+                *last_err = Some(unexpected(other).to_wire());
+                t.conn = None;
+            }
+            Err(e) => {
+                proxy.backends.failed(&t.member.addr, &e);
+                *last_err = Some(e.to_wire());
+                t.conn = None;
+            }
+        }
+    }
+    let prepared = targets.iter().filter(|t| t.conn.is_some()).count();
+    let commit = !differ && agreed.is_some() && prepared + superseded >= need;
+    for t in targets.iter_mut() {
+        let Some(c) = t.conn.as_mut() else { continue };
+        let r = proxy
+            .backends
+            .streamed(async {
+                c.write_header(&PutDecision { commit }).await?;
+                c.flush().await
+            })
+            .await;
+        if r.is_err() || !commit {
+            // A dropped upload gets no answer: the connection is not reused.
+            t.conn = None;
+        }
+    }
+    if differ {
+        warn!(%name, "storage servers received different bytes for one upload; none kept");
+        return Err(PutError::Done(WireError::Unavailable(format!(
+            "the storage servers received different bytes for {name}; nothing was stored, retry"
+        ))));
+    }
+    match agreed {
+        Some(md5) if commit => Ok((md5, superseded)),
+        // Every target holds a newer version already: the write was superseded before
+        // any server said what it got, so there is no MD5 to answer with.
+        None if superseded >= need => Err(PutError::Done(WireError::Unavailable(format!(
+            "{name} was overwritten by a newer write while this one was stored"
+        )))),
+        _ => Err(PutError::Done(WireError::Unavailable(format!(
+            "{name} written on {prepared} of {need} replicas{}",
+            last_err
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )))),
+    }
 }
 
 /// Server-side copy: streams `src`'s newest version from one of its replicas into a new

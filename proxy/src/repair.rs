@@ -173,7 +173,10 @@ pub async fn copy_object(
         }
         b.streamed(async {
             dst.write_end().await?;
-            dst.write_header(&UploadTrailer { md5: meta.md5 }).await?;
+            dst.write_header(&UploadTrailer {
+                md5: Some(meta.md5),
+            })
+            .await?;
             dst.flush().await
         })
         .await

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use oss_proto::wire::{
-    Attrs, Chunk, Connection, DiskStats, Error as WireIoError, ListQuery, Response, StorageRequest,
-    UploadTrailer,
+    Attrs, Chunk, Connection, DiskStats, Error as WireIoError, ListQuery, PutDecision, Response,
+    StorageRequest, UploadTrailer,
 };
 use oss_proto::{ObjectName, Timestamp, WireError};
 use tokio::sync::mpsc;
@@ -405,36 +405,44 @@ async fn put(
     if let Some(e) = refusal {
         return Ok(Err(e));
     }
-    let committed = match spool {
-        // Small body: write, sync and commit in one blocking call.
+    // The body in a temp file (small bodies are written in one blocking call).
+    let body = match spool {
         None => {
-            blocking(ctx, move |s| {
-                s.put_bytes(
-                    &name,
-                    part,
-                    ts,
-                    &acc,
-                    Announced::with_attrs(size, trailer.md5, attrs),
-                )
-            })
-            .await
+            let n = name.clone();
+            blocking(ctx, move |s| s.write_temp(&n, part, ts, &acc)).await
         }
-        Some(sp) => match sp.finish(acc).await {
-            Ok(body) => {
-                blocking(ctx, move |s| {
-                    s.finish_put(
-                        body,
-                        &name,
-                        part,
-                        ts,
-                        Announced::with_attrs(size, trailer.md5, attrs),
-                    )
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        },
+        Some(sp) => sp.finish(acc).await,
     };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let md5 = match trailer.md5 {
+        Some(m) => m,
+        // The writer named no MD5: say what arrived, and commit only on the proxy's word
+        // (it compares the replicas). Dropping `body` drops its temp file.
+        None => {
+            send(ctx, conn, &Response::Prepared { md5: body.md5 }).await?;
+            let d: PutDecision = timeout(t, conn.expect_header())
+                .await
+                .map_err(|_| WireIoError::Timeout)??;
+            if !d.commit {
+                tracing::info!(%name, "prepared upload dropped by the proxy");
+                return Err(WireIoError::Protocol("upload dropped".into()));
+            }
+            body.md5
+        }
+    };
+    let committed = blocking(ctx, move |s| {
+        s.finish_put(
+            body,
+            &name,
+            part,
+            ts,
+            Announced::with_attrs(size, md5, attrs),
+        )
+    })
+    .await;
     Ok(committed.map(|c| Response::Stored(c.meta)))
 }
 

@@ -9,8 +9,8 @@ use oss_proto::auth::Key;
 use oss_proto::name::hex;
 use oss_proto::wire::Credentials;
 use oss_proto::wire::{
-    Chunk, Connection, Error, ListQuery, ReplicaState, Response, StorageRequest, UploadTrailer,
-    CHUNK, LIST_PAGE, MAX_LIST_LIMIT,
+    Chunk, Connection, Error, ListQuery, PutDecision, ReplicaState, Response, StorageRequest,
+    UploadTrailer, CHUNK, LIST_PAGE, MAX_LIST_LIMIT,
 };
 use oss_proto::{ObjectMeta, ObjectName, WireError};
 use oss_storaged::store::Announced;
@@ -112,7 +112,10 @@ async fn put_with(
         c.write_data(piece).await?;
     }
     c.write_end().await?;
-    c.write_header(&UploadTrailer { md5: md5_sent }).await?;
+    c.write_header(&UploadTrailer {
+        md5: Some(md5_sent),
+    })
+    .await?;
     c.flush().await?;
     c.read_response().await
 }
@@ -667,4 +670,72 @@ async fn disk_full() {
     }
     assert!(tmp_is_empty(dir.path()).await);
     put(&mut c, &name("alice/small"), 1, b"still works").await;
+}
+
+/// An upload whose writer named no MD5 (the Swift door's, without an `ETag`): the server
+/// answers the MD5 of what it got and commits only on the proxy's word; dropped, it leaves
+/// neither an object nor a temp file. Small bodies and spooled ones alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_uploads_commit_only_on_the_proxys_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = start(dir.path()).await;
+    for (i, (len, commit)) in [
+        (1000, true),
+        (1000, false),
+        (3 << 20, true),
+        (3 << 20, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = name(&format!("door/f{i}"));
+        let body = data(len);
+        let mut c = connect(&srv.addr).await;
+        c.write_header(&StorageRequest::Put {
+            name: n.clone(),
+            part: part(&n),
+            timestamp: 10,
+            size: Some(len as u64),
+            attrs: Default::default(),
+        })
+        .await
+        .unwrap();
+        for piece in body.chunks(CHUNK) {
+            c.write_data(piece).await.unwrap();
+        }
+        c.write_end().await.unwrap();
+        c.write_header(&UploadTrailer { md5: None }).await.unwrap();
+        c.flush().await.unwrap();
+        let r = c.read_response().await.unwrap();
+        assert_eq!(r, Response::Prepared { md5: md5(&body) }, "{n}");
+        // Not committed yet: nobody reads it.
+        let mut other = connect(&srv.addr).await;
+        assert!(
+            matches!(
+                get(&mut other, &n, 0, None).await,
+                Err(Error::Remote(WireError::NotFound))
+            ),
+            "{n} readable before the commit"
+        );
+        c.write_header(&PutDecision { commit }).await.unwrap();
+        c.flush().await.unwrap();
+        if commit {
+            let Response::Stored(m) = c.read_response().await.unwrap() else {
+                panic!("{n}: not stored")
+            };
+            assert_eq!(m.md5, md5(&body));
+            let (_, got, abort) = get(&mut other, &n, 0, None).await.unwrap();
+            assert!(abort.is_none() && got == body, "{n}");
+        } else {
+            assert!(
+                matches!(
+                    get(&mut other, &n, 0, None).await,
+                    Err(Error::Remote(WireError::NotFound))
+                ),
+                "{n} stored though dropped"
+            );
+            assert!(tmp_is_empty(dir.path()).await, "{n}: a temp file stayed");
+        }
+    }
+    srv.stop.take().unwrap().send(()).unwrap();
 }

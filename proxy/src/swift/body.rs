@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
-use md5::{Digest, Md5};
 use oss_proto::wire::{Chunk, ObjectMeta, UploadTrailer, WireError, CHUNK};
 use tokio::sync::mpsc;
 
@@ -115,12 +114,12 @@ pub enum BodyFault {
     Broken,
 }
 
-/// An upload's request body, re-cut into chunks; hashed here unless the client named its
-/// MD5 in `ETag` (then every storage server checks the bytes against the client's).
+/// An upload's request body, re-cut into chunks. With an `ETag`, every storage server
+/// checks the bytes against the client's MD5; without one, each says the MD5 of what it got
+/// and the proxy commits the replicas only if they agree (no hash pass in the proxy).
 pub struct Upload {
     body: Incoming,
     pending: Bytes,
-    md5: Option<Md5>,
     etag: Option<[u8; 16]>,
     total: u64,
     limit: u64,
@@ -132,7 +131,6 @@ impl Upload {
         Upload {
             body,
             pending: Bytes::new(),
-            md5: etag.is_none().then(Md5::new),
             etag,
             total: 0,
             limit,
@@ -177,18 +175,10 @@ impl BodySource for Upload {
         if buf.is_empty() {
             return Ok(Chunk::End);
         }
-        if let Some(h) = self.md5.as_mut() {
-            h.update(&buf[..]);
-        }
         Ok(Chunk::Data(buf.len()))
     }
 
     async fn trailer(&mut self) -> Result<UploadTrailer, WireError> {
-        let md5 = match (self.etag, self.md5.take()) {
-            (Some(e), _) => e,
-            (None, Some(h)) => h.finalize().into(),
-            (None, None) => unreachable!("an upload has its ETag or its hash"),
-        };
-        Ok(UploadTrailer { md5 })
+        Ok(UploadTrailer { md5: self.etag })
     }
 }

@@ -536,6 +536,18 @@ impl Store {
         data: &[u8],
         announced: Announced,
     ) -> Result<Committed, StoreError> {
+        let body = self.write_temp(name, part, timestamp, data)?;
+        self.finish_put(body, name, part, timestamp, announced)
+    }
+
+    /// Writes `data` to a temp file for `name` (not committed: see [`Store::finish_put`]).
+    pub fn write_temp(
+        &self,
+        name: &ObjectName,
+        part: u32,
+        timestamp: Timestamp,
+        data: &[u8],
+    ) -> Result<Body, StoreError> {
         Self::check_part(name, part)?;
         self.check_newer(name, timestamp)?;
         let tmp = self
@@ -544,7 +556,7 @@ impl Store {
         let mut w = BodyWriter::new(tmp);
         w.write(data)
             .map_err(|e| StoreError::io("writing a temp file", e))?;
-        self.finish_put(w.finish(), name, part, timestamp, announced)
+        Ok(w.finish())
     }
 
     /// Writes a tombstone at `timestamp`. Returns whether a live version was replaced.
