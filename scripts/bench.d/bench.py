@@ -897,6 +897,36 @@ class Bench:
             self.extra["rss"] = {"bytes": size, "upload_MBps": size / MB / t_up,
                                  "download_MBps": size / MB / t_down,
                                  "storaged_vmhwm_bytes": sds, "proxy_vmhwm_bytes": proxy}
+            c.stop()
+            # The same file through the Swift door, on a cluster of its own (a peak only
+            # grows): every process must stay as low as on the native path.
+            d = Cluster(self.r, "rss-door", proxy_args=("--http", "127.0.0.1:0"))
+            try:
+                make_random_file(src, cfg.huge_mb * MiB)
+                os.sync()
+                res, argv = d.swift_bench("--objects", 1, "--file", src, "--user", "rss",
+                                          "--phases", "upload,download")
+                os.unlink(src)
+                for ph in ("upload", "download"):
+                    if res["phases"][ph].get("bytes") != size:
+                        raise CmdFailed(f"{show(argv)}: {ph} moved "
+                                        f"{res['phases'][ph].get('bytes')} bytes, not {size}")
+                d_proxy = vm_hwm(d.proxy.pid)
+                d_sds = [vm_hwm(p.pid) for p, _, _ in d.storage]
+                self.row(f"peak RSS oss-proxy, {mb:.0f} MiB up and down through the Swift door "
+                         "(MiB)", d_proxy / MiB, "MiB",
+                         f"VmHWM in /proc/PID/status of the door's proxy after `{show(argv)}`",
+                         proxy / MiB, "the same through the native protocol (above)",
+                         f"VmHWM after `{show(up_argv)}` and `{show(down_argv)}`", lim)
+                self.row(f"peak RSS oss-storaged behind the door (max of {len(d_sds)}) (MiB)",
+                         max(d_sds) / MiB, "MiB", "VmHWM of each oss-storaged, same transfers",
+                         max(sds) / MiB, "the same through the native protocol (above)",
+                         "VmHWM after the native transfers", lim)
+                self.extra["rss"]["door"] = {"proxy_vmhwm_bytes": d_proxy,
+                                             "storaged_vmhwm_bytes": d_sds,
+                                             "result": res}
+            finally:
+                d.stop()
         finally:
             c.stop()
 
