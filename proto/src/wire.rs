@@ -118,6 +118,12 @@ impl ObjectMeta {
     pub fn is_dir_marker(&self) -> bool {
         !self.deleted && self.attrs.is_dir_marker()
     }
+
+    /// Readable at `now`: not a tombstone and not past its `X-Delete-At` (an expired object
+    /// is absent, as Swift answers before its expirer ran).
+    pub fn is_live_at(&self, now: Timestamp) -> bool {
+        !self.deleted && self.attrs.delete_at_micros().is_none_or(|t| t > now)
+    }
 }
 
 /// What a writer stores with an object besides its bytes, as Swift does: a content type and

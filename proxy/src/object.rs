@@ -538,7 +538,7 @@ pub async fn stat(proxy: &Arc<Proxy>, name: ObjectName) -> Outcome {
 
 /// Times a download starts over when the object was overwritten between choosing its
 /// version and opening it (before any byte went to the client).
-pub const RACE_RETRIES: usize = 3;
+pub const RACE_RETRIES: usize = 8;
 
 /// The newest live version of an object, once its replicas were made whole, and who holds
 /// it: what a read streams from.
@@ -554,16 +554,7 @@ pub struct Readable {
 pub async fn open_read(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Readable, WireError> {
     let whole = crate::repair::make_whole(proxy, name).await?;
     match whole.newest {
-        // Expired (`X-Delete-At`): absent, as Swift answers before its expirer ran.
-        Some(meta)
-            if meta
-                .attrs
-                .delete_at_micros()
-                .is_some_and(|t| t <= oss_proto::wire::now_micros()) =>
-        {
-            Err(WireError::NotFound)
-        }
-        Some(meta) if !meta.deleted => Ok(Readable {
+        Some(meta) if meta.is_live_at(oss_proto::wire::now_micros()) => Ok(Readable {
             meta,
             part: whole.part,
             holders: whole.holders,
@@ -623,6 +614,7 @@ pub async fn stream<K: Sink>(
     let mut started = false;
     let mut bad: Vec<Member> = Vec::new();
     let mut last_err = WireError::Unavailable(format!("no replica of {name} could be read"));
+    let mut stale = None;
     let mut buf = Vec::with_capacity(CHUNK);
     for src in &r.holders {
         let req = StorageRequest::Get {
@@ -634,8 +626,12 @@ pub async fn stream<K: Sink>(
         };
         let mut c = match proxy.backends.open_get(&src.addr, &req).await {
             Ok(c) => c,
+            // Overwritten since the version was chosen: another holder may not have the
+            // new version yet and still serve this one whole; if none does, the caller
+            // chooses again.
             Err(Error::Remote(e @ WireError::Stale { .. })) if !started => {
-                return Err(StreamError::Before(e))
+                stale = Some(e);
+                continue;
             }
             Err(e) => {
                 if matches!(
@@ -701,7 +697,7 @@ pub async fn stream<K: Sink>(
         });
     }
     if !started {
-        return Err(StreamError::Before(last_err));
+        return Err(StreamError::Before(stale.unwrap_or(last_err)));
     }
     if sent == len {
         sink.end().await.map_err(|Gone| StreamError::During)

@@ -559,7 +559,8 @@ impl Store {
         Ok(w.finish())
     }
 
-    /// Writes a tombstone at `timestamp`. Returns whether a live version was replaced.
+    /// Writes a tombstone at `timestamp`. Returns whether a live (not deleted, not expired)
+    /// version was replaced.
     pub fn delete(
         &self,
         name: &ObjectName,
@@ -574,7 +575,8 @@ impl Store {
         let body = BodyWriter::new(tmp).finish();
         debug_assert_eq!(body.md5, EMPTY_MD5);
         let c = self.commit(body, name, part, timestamp, true, Attrs::default())?;
-        Ok(c.previous.is_some_and(|p| !p.deleted))
+        Ok(c.previous
+            .is_some_and(|p| p.is_live_at(oss_proto::wire::now_micros())))
     }
 
     /// Appends the footer, syncs, and renames into place unless a version at `timestamp` or

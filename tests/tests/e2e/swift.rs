@@ -339,6 +339,28 @@ fn swift_objects_containers_and_listings_answer_as_swift() {
         .collect();
     assert_eq!(names, ["photos"]);
 
+    // X-Delete-After: readable until then, absent through both doors after.
+    let exp = s.send(
+        "PUT",
+        "/photos/expiring",
+        &[("X-Delete-After", "1"), ("Content-Disposition", "inline")],
+        b"soon gone",
+    );
+    assert_eq!(exp.status, 201, "{}", exp.text());
+    let h = s.call("HEAD", "/photos/expiring", &[]);
+    assert!(h.header("x-delete-at").is_some(), "{:?}", h.headers);
+    assert_eq!(h.header("content-disposition"), Some("inline"));
+    wait_until(Duration::from_secs(10), "the object to expire", || {
+        s.call("GET", "/photos/expiring", &[]).status == 404
+    });
+    c.assert_not_found("photos/expiring");
+    assert_eq!(
+        s.send("PUT", "/photos/past", &[("X-Delete-At", "1000")], b"x")
+            .status,
+        400
+    );
+    assert_eq!(s.call("DELETE", "/photos/expiring", &[]).status, 404);
+
     // Deletes: 204, then 404; a container with objects is 409, empty 204, then 404.
     assert_eq!(s.call("DELETE", "/photos/c.txt", &[]).status, 204);
     assert_eq!(s.call("DELETE", "/photos/c.txt", &[]).status, 404);
@@ -448,6 +470,21 @@ fn swift_objects_and_their_metadata_survive_a_dead_server_and_a_corrupt_replica(
     wait_server_state(&c, &addr, &[Some("Offline"), None], Duration::from_secs(30));
     let job = wait_job_finished(&c, &format!("refill after {addr}"), Duration::from_secs(60));
     assert_job_complete(&job, "refill");
+    // A new server joins: the rebalance moves objects with their metadata.
+    let added = c.start_storage();
+    let added_addr = c.storage[added].addr().to_string();
+    c.oss_timeout(
+        &["add-disk", &added_addr, "--wait"],
+        Duration::from_secs(120),
+    )
+    .assert_ok("add-disk --wait");
+    assert!(
+        objects.iter().any(|(n, _)| c
+            .find_replicas(&format!("keep/{n}"))
+            .iter()
+            .any(|(s, _)| *s == added)),
+        "the new server took none of the objects"
+    );
     // Corrupt one surviving replica of the first object.
     let (n0, d0) = &objects[0];
     let reps = c.find_replicas(&format!("keep/{n0}"));
