@@ -28,11 +28,11 @@ import time
 MiB = 1 << 20
 MB = 1e6
 
-# OpenStack Swift 2.30 on this machine type (issue 2): 4 KiB objects at concurrency 16, and a
-# 256 MiB object.
-SWIFT = {"upload": 134.0, "download": 441.0, "delete": 120.0, "big_up": 151.0, "big_down": 275.0}
+ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree", "keys", "door",
+                "swift"]
 
-ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree", "keys", "door"]
+# The swift section's real OpenStack Swift: scripts/swift-aio's one account and user.
+SWIFT_USER, SWIFT_KEY = "test:tester", "testing"
 
 # The keys section: 4 KiB objects (the size its target names).
 KEYS_SIZE = 4096
@@ -74,6 +74,9 @@ class Config:
         self.tree_upload_files = env_num("BENCH_TREE_UPLOAD_FILES", 300, 100, q)
         self.tree_mv_mb = env_num("BENCH_TREE_MV_MB", 256, 32, q)
         self.keys_objects = env_num("BENCH_KEYS_OBJECTS", 2000, 200, q)
+        self.swift_objects = env_num("BENCH_SWIFT_OBJECTS", 1000, 100, q)
+        self.swift_list_objects = env_num("BENCH_SWIFT_LIST_OBJECTS", 2000, 200, q)
+        self.swift_big_mb = env_num("BENCH_SWIFT_BIG_MB", 256, 64, q)
         self.repeat = max(1, env_num("BENCH_REPEAT", 3, 3, q))
 
     def as_dict(self):
@@ -534,6 +537,66 @@ def partitions_of(state_dir, addr):
         return None
 
 
+class SwiftAio:
+    """Real OpenStack Swift through scripts/swift-aio (its default directory, .swift-aio in
+    the repository, so packages, rings and devices are set up once): `setup`, `start`, `stop`
+    as the script does them, and the CPU its servers used. A Swift that already ran before
+    the bench started is left running."""
+
+    def __init__(self, bench):
+        self.b = bench
+        self.script = os.path.join(bench.root, "scripts", "swift-aio")
+        self.dir = os.path.realpath(os.environ.get("SWIFT_AIO_DIR",
+                                                   os.path.join(bench.root, ".swift-aio")))
+        port = os.environ.get("SWIFT_AIO_PORT", "8095")
+        self.auth_url = f"http://127.0.0.1:{port}/auth/v1.0"
+        self.was_running = False
+        self.started = False
+        SHOW_SUBST.append((self.auth_url, "$SWIFT"))
+
+    def _run(self, cmd, timeout):
+        self.b.say(f"scripts/swift-aio {cmd}")
+        self.b.r.run([self.script, cmd], timeout=timeout, log=f"swift-aio-{cmd}")
+
+    def setup(self):
+        self._run("setup", 1800)
+
+    def start(self):
+        st = subprocess.run([self.script, "status"], capture_output=True, text=True,
+                            check=False)
+        self.was_running = st.returncode == 0
+        self._run("start", 300)
+        self.started = True
+
+    def stop(self):
+        if self.started and not self.was_running:
+            self._run("stop", 120)
+        self.started = False
+
+    def cpu(self):
+        """CPU seconds used so far by every process of Swift's servers: the process groups
+        whose leaders swift-aio recorded in its run/ directory (workers included)."""
+        groups = set()
+        run = os.path.join(self.dir, "run")
+        for fn in os.listdir(run) if os.path.isdir(run) else []:
+            if fn.endswith(".pid") and not fn.startswith("memcached"):
+                try:
+                    with open(os.path.join(run, fn)) as f:
+                        groups.add(int(f.read().strip()))
+                except (OSError, ValueError):
+                    pass
+        total = 0.0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                if os.getpgid(int(d)) in groups:
+                    total += proc_cpu(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
+
 # ---------------------------------------------------------------------------------------------
 # Baselines
 
@@ -741,12 +804,6 @@ class Bench:
             self.row(f"download {mb:.0f} MiB to a file (temp, fsync, rename) (MB/s)",
                      max(down_file), "MB/s", down_file_argv, max(md5), "md5sum of the same file",
                      md5_argv, None, note="also writes and fsyncs the copy; information only")
-            self.row("upload vs Swift 2.30 (256 MiB) (MB/s)", max(up), "MB/s", up_argv,
-                     SWIFT["big_up"], "Swift 2.30, 256 MiB, same machine type",
-                     "issue 2 (measured once)")
-            self.row("download vs Swift 2.30 (256 MiB) (MB/s)", max(down), "MB/s",
-                     down_argv + [">/dev/null"], SWIFT["big_down"],
-                     "Swift 2.30, 256 MiB, same machine type", "issue 2 (measured once)")
             self.extra["big"] = {"bytes": size, "dd_MBps": dd, "upload_MBps": up,
                                  "md5sum_MBps": md5, "download_stdout_MBps": down,
                                  "download_file_MBps": down_file, "cpu_best_runs": cpu}
@@ -782,23 +839,16 @@ class Bench:
                 base_cmd = (f"scripts/bench.d/bench.py durable_creates(): {n} files of {size} B, "
                             f"{conc} threads, {CREATE_DIRS} dirs: open, write, fsync, close, "
                             f"rename, fsync dir")
-                sw = conc == 16
-                swift_cmd = "issue 2 (Swift 2.30 measured once, c=16)"
                 up, cpu_up, argv_up = best["upload"]
                 self.row(f"{size} B uploads/s, c={conc}", up, "/s", argv_up, base,
                          f"durable creates/s, c={conc}", base_cmd,
                          ("ratio>=", 0.40, "≥ 0.40 × creates (80% of half)"),
                          note=cpu_note(cpu_up, n))
-                self.row(f"{size} B uploads/s vs Swift, c={conc}", up, "/s", argv_up,
-                         SWIFT["upload"], "Swift uploads/s", swift_cmd)
                 for ph in ("download", "delete"):
                     rate, cpu, argv = best[ph]
-                    note = cpu_note(cpu, n)
-                    if not sw:
-                        note = "Swift was measured at c=16, so information only; " + note
-                    self.row(f"{size} B {ph}s/s, c={conc}", rate, "/s", argv, SWIFT[ph],
-                             f"Swift {ph}s/s", swift_cmd,
-                             ("ratio>=", 10.0, "≥ 10 × Swift") if sw else None, note=note)
+                    self.row(f"{size} B {ph}s/s, c={conc}", rate, "/s", argv, None, None, None,
+                             None, note="information (against Swift: the swift section); "
+                             + cpu_note(cpu, n))
                 details[f"c{conc}"] = {"durable_creates_per_s": creates, "runs": runs}
             self.extra["small"] = details
         finally:
@@ -1743,6 +1793,169 @@ class Bench:
                      note=f"door: {cpu_note(cpu_door)}; native: {cpu_note(cpu_nat)}")
         details["big"] = {"bytes": size, "MBps": rates}
 
+    # -- swift: real OpenStack Swift beside oss ------------------------------------------
+
+    def sec_swift(self):
+        """Real OpenStack Swift 2.30 (scripts/swift-aio: Debian's packages, a 4-node, 2-replica,
+        1024-partition all-in-one on loopback) beside an oss cluster of the same shape, driven
+        by the same HTTP client (`oss bench --swift`) with the same workload, pairs
+        interleaved: 4 KiB PUT/GET/DELETE at each concurrency, a listing, one large PUT/GET.
+        oss is measured through its Swift door and, for reference, with its native protocol."""
+        if not self.proxy_has_http():
+            raise SectionSkipped("the proxy has no --http")
+        if os.geteuid() != 0:
+            raise SectionSkipped("scripts/swift-aio setup installs Debian's swift packages: "
+                                 "run as root")
+        aio = SwiftAio(self)
+        aio.setup()
+        aio.start()
+        c = None
+        try:
+            c = Cluster(self.r, "swift", proxy_args=["--http", "127.0.0.1:0"])
+            details = {"swift": aio.auth_url, "door": c.http_addr, "native": c.addr}
+            self.swift_small(aio, c, details)
+            self.swift_list(aio, c, details)
+            self.swift_big(aio, c, details)
+            self.extra["swift"] = details
+        finally:
+            if c is not None:
+                c.stop()
+            aio.stop()
+
+    def swift_run(self, aio, c, side, *args):
+        """One bench process on `side`: "swift" (real Swift, `oss bench --swift` as
+        test:tester), "door" (`oss bench --swift` through oss's door as oss:admin) or "native"
+        (`oss bench`). Returns (result, argv, cpu) where cpu is {server CPU-s, client CPU-s}."""
+        if side == "swift":
+            argv = swift_bench_argv(self.r.exe("oss"), aio.auth_url, SWIFT_USER, SWIFT_KEY,
+                                    *args)
+            path = os.path.join(self.work, "swift-bench.json")
+            before = aio.cpu()
+            self.r.run(argv, stdout=path, timeout=3600)
+            return last_json(path), argv, {"server": aio.cpu() - before,
+                                           "client": self.r.last_cpu}
+        res, argv, cpu = (c.swift_bench if side == "door" else c.bench)(*args, cpu=True)
+        return res, argv, {"server": cpu["proxy"] + cpu["storaged"], "client": cpu["client"]}
+
+    SIDES = ("swift", "door", "native")
+
+    def swift_order(self, k):
+        """The sides' order in round k: rotated, so a burst of others' load hits each alike."""
+        return self.SIDES[k % 3:] + self.SIDES[:k % 3]
+
+    def swift_small(self, aio, c, details):
+        cfg = self.cfg
+        n, size = cfg.swift_objects, cfg.small_size
+        phases = ("upload", "download", "delete")
+        verb = {"upload": "PUT", "download": "GET", "delete": "DELETE"}
+        tag = os.getpid()
+        for conc in cfg.concurrency:
+            best = {side: {} for side in self.SIDES}  # side -> phase -> (ops/s, argv, res, cpu)
+            runs = []
+            for k in range(cfg.repeat):
+                for ph in phases:
+                    for side in self.swift_order(k):
+                        res, argv, cpu = self.swift_run(
+                            aio, c, side, "--objects", n, "--size", size, "--concurrency", conc,
+                            "--user", f"bench-{tag}-c{conc}-{side}", "--phases", ph)
+                        r = res["phases"][ph]
+                        if r["ops"] != n:
+                            raise CmdFailed(f"{show(argv)}: {r['ops']} ops, expected {n}")
+                        runs.append({"side": side, "phase": ph, "result": r, "cpu": cpu})
+                        if ph not in best[side] or r["ops_per_s"] > best[side][ph][0]:
+                            best[side][ph] = (r["ops_per_s"], argv, r, cpu)
+            for ph in phases:
+                sw, sw_argv, sw_r, sw_cpu = best["swift"][ph]
+                for side, what in (("door", "oss's Swift door"), ("native", "oss native")):
+                    rate, argv, r, cpu = best[side][ph]
+                    target = None
+                    if side == "native" and ph != "upload" and conc == 16:
+                        target = ("ratio>=", 10.0, "≥ 10 × Swift")
+                    self.row(f"{size} B {verb[ph]}s/s, c={conc}: {what} vs Swift 2.30", rate,
+                             "/s", argv, sw, f"Swift 2.30, c={conc}", sw_argv, target,
+                             note=f"p50/p99 ms: oss {r['p50_ms']:.2f}/{r['p99_ms']:.2f}, Swift "
+                                  f"{sw_r['p50_ms']:.2f}/{sw_r['p99_ms']:.2f}; server CPU ms per "
+                                  f"op: oss {cpu['server'] * 1000 / n:.2f}, Swift "
+                                  f"{sw_cpu['server'] * 1000 / n:.2f}"
+                                  + ("" if target else "; information"))
+            details[f"c{conc}"] = runs
+
+    def swift_list(self, aio, c, details):
+        """A listing of BENCH_SWIFT_LIST_OBJECTS objects, paged with `marker` until the empty
+        page (the same client both ways; native: one `oss bench` list phase)."""
+        cfg = self.cfg
+        n, size = cfg.swift_list_objects, cfg.small_size
+        runs = max(5, cfg.repeat)
+        ms = {side: [] for side in self.SIDES}
+        argv = {}
+        user = f"bench-{os.getpid()}-list"
+        for side in self.SIDES:
+            self.swift_run(aio, c, side, "--objects", n, "--size", size, "--concurrency", 16,
+                           "--user", f"{user}-{side}", "--phases", "upload", "--keep")
+        try:
+            for k in range(runs):
+                for side in self.swift_order(k):
+                    res, argv[side], _ = self.swift_run(aio, c, side, "--objects", n,
+                                                        "--user", f"{user}-{side}",
+                                                        "--phases", "list")
+                    ph = res["phases"]["list"]
+                    if ph.get("entries") != n:
+                        raise CmdFailed(f"{show(argv[side])}: {ph.get('entries')} entries, "
+                                        f"expected {n}")
+                    ms[side].append(ph["ms"])
+        finally:
+            # Swift keeps what the bench stored; leave its account as it was.
+            self.swift_run(aio, c, "swift", "--objects", n, "--concurrency", 16,
+                           "--user", f"{user}-swift", "--phases", "delete")
+        med = statistics.median
+        for side, what in (("door", "oss's Swift door"), ("native", "oss native")):
+            self.row(f"list {n} objects: {what} vs Swift 2.30, median of {runs} (ms)",
+                     med(ms[side]), "ms", argv[side], med(ms["swift"]),
+                     "Swift 2.30, paged with marker", argv["swift"], None,
+                     note="information; lower is faster")
+        details["list_ms"] = ms
+
+    def swift_big(self, aio, c, details):
+        cfg = self.cfg
+        src = os.path.join(self.work, "swift-big.src")
+        if not os.path.exists(src):
+            self.say(f"writing a {cfg.swift_big_mb} MiB random source file")
+            make_random_file(src, cfg.swift_big_mb * MiB)
+        size = os.path.getsize(src)
+        mb = size / MiB
+        user = f"bench-{os.getpid()}-big"
+        rates = {side: {"upload": [], "download": []} for side in self.SIDES}
+        best = {side: {} for side in self.SIDES}  # side -> phase -> (MB/s, argv, cpu)
+        try:
+            for k in range(cfg.repeat):
+                for ph in ("upload", "download"):
+                    for side in self.swift_order(k):
+                        if ph == "upload":
+                            os.sync()
+                        res, argv, cpu = self.swift_run(aio, c, side, "--objects", 1, "--file",
+                                                        src, "--user", f"{user}-{side}",
+                                                        "--phases", ph, "--keep")
+                        r = res["phases"][ph]
+                        if r.get("bytes") != size:
+                            raise CmdFailed(f"{show(argv)}: moved {r.get('bytes')} bytes, "
+                                            f"expected {size}")
+                        rates[side][ph].append(r["mb_per_s"])
+                        if ph not in best[side] or r["mb_per_s"] > best[side][ph][0]:
+                            best[side][ph] = (r["mb_per_s"], argv, cpu)
+        finally:
+            self.swift_run(aio, c, "swift", "--objects", 1, "--file", src,
+                           "--user", f"{user}-swift", "--phases", "delete")
+        for ph, verb in (("upload", "PUT"), ("download", "GET")):
+            sw, sw_argv, sw_cpu = best["swift"][ph]
+            for side, what in (("door", "oss's Swift door"), ("native", "oss native")):
+                rate, argv, cpu = best[side][ph]
+                self.row(f"{verb} of {mb:.0f} MiB: {what} vs Swift 2.30 (MB/s)", rate, "MB/s",
+                         argv, sw, "Swift 2.30, same file", sw_argv, None,
+                         note=f"information; server CPU s: oss {cpu['server']:.2f}, Swift "
+                              f"{sw_cpu['server']:.2f}; client CPU s: oss {cpu['client']:.2f}, "
+                              f"Swift side {sw_cpu['client']:.2f}")
+        details["big"] = {"bytes": size, "MBps": rates}
+
     # -- driver ----------------------------------------------------------------------------
 
     def run(self):
@@ -1795,6 +2008,9 @@ class Bench:
             "keys": f"{c.keys_objects} × {KEYS_SIZE} B at c={c.concurrency}, with keys vs before",
             "door": f"{c.small_objects} × {c.small_size} B at c={c.concurrency} and "
                     f"{c.big_mb} MiB, Swift door vs native, best of {c.repeat}",
+            "swift": f"{c.swift_objects} × {c.small_size} B at c={c.concurrency}, a listing of "
+                     f"{c.swift_list_objects}, {c.swift_big_mb} MiB; real Swift 2.30 vs oss's "
+                     f"door and native protocol, best of {c.repeat}",
         }[s]
 
     def meta(self, started, load0, seconds):
@@ -1877,6 +2093,17 @@ class Bench:
                      "The native bench logs in on each connection inside the timing; the HTTP "
                      "client gets its token once before the first phase, untimed, and opens its "
                      "keep-alive connections (one per task) inside the timing.")
+        if self.status.get("swift") == "ok":
+            n.append("Swift: real OpenStack Swift 2.30 from Debian's packages, set up and "
+                     "started by scripts/swift-aio (one proxy worker with tempauth and "
+                     "memcache, four storage nodes of account, container and object servers, "
+                     "1024 partitions, 2 replicas, no background daemons; devices under "
+                     ".swift-aio on the same disk, on an XFS image when the file system there "
+                     "cannot hold Swift's xattrs). $SWIFT is its auth URL; both Swift and oss's "
+                     "door are driven by `oss bench --swift` (one keep-alive connection per "
+                     "task), Swift as test:tester, the door as oss:admin; native rows are "
+                     "`oss bench` on the same oss cluster. Server CPU is every process of each "
+                     "side's servers.")
         for s, st in self.status.items():
             if st != "ok":
                 n.append(f"section {s}: {st}")

@@ -3,6 +3,7 @@
 //! [`BodySource`] for the one write path.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -44,7 +45,11 @@ impl Body {
     /// A streamed body of `len` bytes and the sink that feeds it.
     pub fn channel(len: u64) -> (Self, ChannelSink) {
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
-        (Body::Stream { rx, len }, ChannelSink { tx })
+        let sink = ChannelSink {
+            tx,
+            pool: Arc::new(Mutex::new(Vec::new())),
+        };
+        (Body::Stream { rx, len }, sink)
     }
 }
 
@@ -75,13 +80,58 @@ impl hyper::body::Body for Body {
 }
 
 /// Feeds a streamed [`Body`]: what [`crate::object::stream`] writes into.
+///
+/// Its chunks are copied into buffers that come back to the sink's pool when the HTTP
+/// connection has written them, so a response of any size reuses the same few buffers:
+/// allocating a fresh 256 KiB buffer per chunk on one thread and freeing it on another made
+/// the allocator's footprint grow with the object (a 1 GiB GET peaked at 23 MiB of RSS, the
+/// native path's at 8).
 pub struct ChannelSink {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    pool: Pool,
+}
+
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// Buffers a response keeps: those in the channel, the one the connection writes, the one
+/// being filled.
+const POOLED: usize = IN_FLIGHT + 2;
+
+/// A chunk's bytes, lent to a response body; back to the pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOLED {
+            pool.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 impl ChannelSink {
     pub async fn send(&mut self, b: Bytes) -> Result<(), Gone> {
         self.tx.send(Ok(b)).await.map_err(|_| Gone)
+    }
+
+    fn copy(&self, bytes: &[u8]) -> Bytes {
+        let buf = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = buf.unwrap_or_else(|| Vec::with_capacity(CHUNK.max(bytes.len())));
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        Bytes::from_owner(Pooled {
+            buf,
+            pool: self.pool.clone(),
+        })
     }
 }
 
@@ -90,7 +140,8 @@ impl Sink for ChannelSink {
         Ok(())
     }
     async fn data(&mut self, bytes: &[u8]) -> Result<(), Gone> {
-        self.send(Bytes::copy_from_slice(bytes)).await
+        let b = self.copy(bytes);
+        self.send(b).await
     }
     async fn end(&mut self) -> Result<(), Gone> {
         Ok(())
@@ -180,5 +231,36 @@ impl BodySource for Upload {
 
     async fn trailer(&mut self) -> Result<UploadTrailer, WireError> {
         Ok(UploadTrailer { md5: self.etag })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn streamed_chunks_reuse_their_buffers() {
+        let (mut body, mut sink) = Body::channel(8);
+        let Body::Stream { rx, .. } = &mut body else {
+            panic!("a channel body streams")
+        };
+        sink.data(b"abcd").await.unwrap();
+        let first = rx.recv().await.unwrap().unwrap();
+        assert_eq!(&first[..], b"abcd");
+        let at = first.as_ptr();
+        drop(first);
+        sink.data(b"efgh").await.unwrap();
+        let second = rx.recv().await.unwrap().unwrap();
+        assert_eq!(&second[..], b"efgh");
+        assert_eq!(
+            second.as_ptr(),
+            at,
+            "the written chunk's buffer came back to the pool"
+        );
+        // A chunk still held by the connection is not reused under it.
+        sink.data(b"ijkl").await.unwrap();
+        let third = rx.recv().await.unwrap().unwrap();
+        assert_ne!(third.as_ptr(), second.as_ptr());
+        assert_eq!((&second[..], &third[..]), (&b"efgh"[..], &b"ijkl"[..]));
     }
 }
