@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
+    /// How long a command keeps trying while the proxy cannot be reached or goes away
+    /// mid-request (a restart), in seconds; 0: fail at once
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
+    pub retry_for: u64,
+
     #[command(subcommand)]
     pub cmd: Command,
 }

@@ -66,14 +66,14 @@ pub fn describe(e: &Error, subject: &str, proxy: &str) -> CliError {
             WireError::InvalidName(n) => format!("invalid name: {n}"),
             // The client library words its own connect failures completely.
             WireError::Unavailable(s) if s.starts_with("cannot reach the proxy") => {
-                strip_os_error(s).to_owned()
+                strip_os_error(s)
             }
             WireError::Version { server, client } => format!(
                 "the proxy at {proxy} speaks protocol version {server}, this oss speaks \
                  {client}: upgrade one of them"
             ),
             // The proxy words refusals completely, subject included.
-            WireError::Refused(s) => strip_os_error(s).to_owned(),
+            WireError::Refused(s) => strip_os_error(s),
             WireError::PermissionDenied(s) => format!("permission denied: {s}"),
             WireError::AuthFailed(s) => {
                 format!("authentication failed at the proxy {proxy}: {s} (check your key file)")
@@ -95,20 +95,26 @@ pub fn describe(e: &Error, subject: &str, proxy: &str) -> CliError {
 
 /// An I/O error's text without Rust's ` (os error N)` suffix: `No such file or directory`.
 pub fn io_msg(e: &io::Error) -> String {
-    strip_os_error(&e.to_string()).to_owned()
+    strip_os_error(&e.to_string())
 }
 
 /// Drops a trailing ` (os error N)`: the number helps nobody reading the message.
-fn strip_os_error(s: &str) -> &str {
-    if let Some(i) = s.rfind(" (os error ") {
-        let tail = &s[i + " (os error ".len()..];
-        if let Some(num) = tail.strip_suffix(')') {
-            if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
-                return &s[..i];
-            }
+fn strip_os_error(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(" (os error ") {
+        let tail = &rest[i + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        out.push_str(&rest[..i]);
+        if digits > 0 && tail[digits..].starts_with(')') {
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(" (os error ");
+            rest = tail;
         }
     }
-    s
+    out.push_str(rest);
+    out
 }
 
 /// `cannot read PATH: REASON` and friends.
@@ -216,5 +222,9 @@ mod tests {
         assert_eq!(io_msg(&e), "custom");
         assert_eq!(strip_os_error("x (os error )"), "x (os error )");
         assert_eq!(strip_os_error("x (os error 2)"), "x");
+        assert_eq!(
+            strip_os_error("a: refused (os error 111) (tried for 30 s)"),
+            "a: refused (tried for 30 s)"
+        );
     }
 }

@@ -44,6 +44,19 @@ impl<T> Watch<T> {
     }
 }
 
+/// A watched file can be read again from its start (an upload the proxy's restart cut
+/// short is sent again).
+impl<T: tokio::io::AsyncSeek + Unpin> tokio::io::AsyncSeek for Watch<T> {
+    fn start_seek(self: Pin<&mut Self>, pos: io::SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.get_mut().inner).start_seek(pos)
+    }
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.inner).poll_complete(cx);
+        this.note(p)
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Watch<T> {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -37,9 +37,13 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(proxy: String, creds: Credentials) -> Self {
+        Self::with_client(Client::new(proxy, creds))
+    }
+
+    pub fn with_client(client: Client) -> Self {
         Ctx {
-            client: Arc::new(Client::new(proxy.clone(), creds)),
-            proxy,
+            proxy: client.addr().to_owned(),
+            client: Arc::new(client),
         }
     }
 
@@ -60,9 +64,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = std::env::var("OSS_PROXY").ok();
     let creds = oss_proto::client::load_credentials(cli.key_file.as_deref())
         .map_err(|e| CliError::new(e.to_string()))?;
-    let ctx = Ctx::new(
-        args::proxy_addr(cli.proxy.as_deref(), env.as_deref()),
-        creds,
+    let ctx = Ctx::with_client(
+        Client::new(
+            args::proxy_addr(cli.proxy.as_deref(), env.as_deref()),
+            creds,
+        )
+        .with_retry_for(std::time::Duration::from_secs(cli.retry_for)),
     );
     match &cli.cmd {
         Command::Upload { name, local } => {
@@ -552,11 +559,28 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let ctx = Ctx::new(format!("127.0.0.1:{port}"), fake::creds());
+        let ctx = Ctx::with_client(
+            Client::new(format!("127.0.0.1:{port}"), fake::creds())
+                .with_retry_for(std::time::Duration::ZERO),
+        );
         let e = msg(cmd::objects::delete(&ctx, "alice/x").await.unwrap_err());
         assert_eq!(
             e,
             format!("cannot reach the proxy at 127.0.0.1:{port}: Connection refused")
+        );
+        // With a budget, it keeps trying, then says for how long.
+        let ctx = Ctx::with_client(
+            Client::new(format!("127.0.0.1:{port}"), fake::creds())
+                .with_retry_for(std::time::Duration::from_millis(300)),
+        );
+        let t = std::time::Instant::now();
+        let e = msg(cmd::objects::delete(&ctx, "alice/x").await.unwrap_err());
+        assert!(t.elapsed() >= std::time::Duration::from_millis(300), "{e}");
+        assert_eq!(
+            e,
+            format!(
+                "cannot reach the proxy at 127.0.0.1:{port}: Connection refused (tried for 300 ms)"
+            )
         );
     }
 

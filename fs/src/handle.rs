@@ -134,10 +134,13 @@ impl Ctx {
         let mut f = spool.file.try_clone().map_err(|e| errno::from_io(&e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| errno::from_io(&e))?;
         let mut r = tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(f));
-        self.block_on(
-            self.client
-                .upload_with(name, Some(spool.size), attrs, &mut r, &mut |_| {}),
-        )
+        self.block_on(self.client.upload_replayable(
+            name,
+            Some(spool.size),
+            attrs,
+            &mut r,
+            &mut |_| {},
+        ))
         .map_err(|e| {
             warn!(%name, size = spool.size, error = %e, "upload failed");
             errno::from_proto(&e)

@@ -113,11 +113,14 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| StartError::Other(format!("cannot start the runtime: {e}")))?;
+    // Operations wait out a proxy restart (the client's retry budget, as for `oss`).
     let client = Arc::new(Client::new(opts.proxy.clone(), opts.creds.clone()));
-    // Refuse to start against a proxy that does not answer: a mount whose every
-    // operation fails with EIO helps nobody.
+    // Refuse to start against a proxy that does not answer (at once, not after the retry
+    // budget): a mount whose every operation fails with EIO helps nobody.
+    let probe = Client::new(opts.proxy.clone(), opts.creds.clone())
+        .with_retry_for(std::time::Duration::ZERO);
     let check =
-        rt.block_on(async { tokio::time::timeout(PROXY_CHECK_TIMEOUT, client.usage()).await });
+        rt.block_on(async { tokio::time::timeout(PROXY_CHECK_TIMEOUT, probe.usage()).await });
     match check {
         Ok(Ok(_)) => {}
         // The client's message already reads "cannot reach the proxy at ADDR: why".

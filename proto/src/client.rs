@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::name::ObjectName;
@@ -68,11 +68,89 @@ pub fn load_credentials(flag: Option<&Path>) -> std::result::Result<Credentials,
 /// Idle connections kept per client.
 const POOL_MAX: usize = 32;
 
+/// How long a request keeps trying, by default, while the proxy cannot be reached or went
+/// away mid-request (a restart, a network blip): faults are pauses, not errors.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 pub struct Client {
     addr: String,
     creds: Credentials,
     connect_timeout: Duration,
+    retry_for: Duration,
     pool: Mutex<Vec<Connection>>,
+}
+
+/// The waits between tries of one request: doubling from 50 ms up to 2 s, until the
+/// request's retry budget is spent.
+struct Backoff {
+    deadline: tokio::time::Instant,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(budget: Duration) -> Self {
+        Backoff {
+            deadline: tokio::time::Instant::now() + budget,
+            next: BACKOFF_FIRST,
+        }
+    }
+
+    /// Waits before the next try; false (at once) when the budget is spent.
+    async fn wait(&mut self, addr: &str, why: &Error) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        let d = self.next.min(self.deadline - now);
+        tracing::debug!(proxy = addr, error = %why, wait_ms = d.as_millis() as u64, "retrying");
+        tokio::time::sleep(d).await;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        true
+    }
+}
+
+/// A failure of the path to the proxy (refused, reset, closed, timed out), not an answer:
+/// trying again may succeed.
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::Io(io) => {
+            use std::io::ErrorKind::*;
+            is_conn_error(io)
+                || matches!(
+                    io.kind(),
+                    ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable
+                )
+        }
+        Error::Closed | Error::Timeout => true,
+        Error::Remote(_) | Error::Protocol(_) => false,
+    }
+}
+
+/// An upload source that cannot be read again (a pipe): see [`Client::upload_with`].
+struct ReadOnce<'a, R>(&'a mut R);
+
+impl<R: AsyncRead + Unpin> AsyncRead for ReadOnce<'_, R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl<R> AsyncSeek for ReadOnce<'_, R> {
+    fn start_seek(self: std::pin::Pin<&mut Self>, _: std::io::SeekFrom) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    fn poll_complete(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<u64>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()))
+    }
 }
 
 /// Called with the number of body bytes moved so far.
@@ -84,36 +162,74 @@ impl Client {
             addr: addr.into(),
             creds,
             connect_timeout: Duration::from_secs(5),
+            retry_for: DEFAULT_RETRY_FOR,
             pool: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How long each request keeps trying while the proxy cannot be reached or goes away
+    /// ([`DEFAULT_RETRY_FOR`]; zero: one try).
+    pub fn with_retry_for(mut self, d: Duration) -> Self {
+        self.retry_for = d;
+        self
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    async fn conn(&self) -> Result<Connection> {
+    /// A pooled connection (`true`) or a new one; errors as they came.
+    async fn conn(&self) -> Result<(Connection, bool)> {
         loop {
             let pooled = self.pool.lock().unwrap().pop();
             match pooled {
-                Some(c) if c.is_reusable() => return Ok(c),
+                Some(c) if c.is_reusable() => return Ok((c, true)),
                 Some(_) => continue,
                 None => break,
             }
         }
-        Connection::connect(&self.addr, self.connect_timeout, &self.creds)
-            .await
-            .map_err(|e| match e {
-                Error::Io(io) => Error::Remote(WireError::Unavailable(format!(
-                    "cannot reach the proxy at {}: {io}",
-                    self.addr
-                ))),
-                Error::Timeout => Error::Remote(WireError::Unavailable(format!(
-                    "cannot reach the proxy at {}: timed out",
-                    self.addr
-                ))),
-                e => e,
-            })
+        let c = Connection::connect(&self.addr, self.connect_timeout, &self.creds).await?;
+        Ok((c, false))
+    }
+
+    /// A connection, tried again with backoff while the proxy cannot be reached.
+    async fn connect(&self, backoff: &mut Backoff) -> Result<(Connection, bool)> {
+        loop {
+            match self.conn().await {
+                Err(e) if transient(&e) => {
+                    if !backoff.wait(&self.addr, &e).await {
+                        return Err(self.unreachable(e));
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A connect failure as users read it.
+    fn unreachable(&self, e: Error) -> Error {
+        let why = match e {
+            Error::Io(io) => io.to_string(),
+            Error::Timeout => "timed out".to_owned(),
+            Error::Closed => "it closed the connection".to_owned(),
+            e => return e,
+        };
+        let d = self.retry_for;
+        let tried = if d.is_zero() {
+            String::new()
+        } else if d < Duration::from_secs(1) {
+            format!(" (tried for {} ms)", d.as_millis())
+        } else {
+            format!(" (tried for {} s)", d.as_secs())
+        };
+        Error::Remote(WireError::Unavailable(format!(
+            "cannot reach the proxy at {}: {why}{tried}",
+            self.addr
+        )))
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.retry_for)
     }
 
     fn put_back(&self, c: Connection) {
@@ -123,20 +239,25 @@ impl Client {
         }
     }
 
-    /// One request, one header answer, no body either way. Retries once on a pooled
-    /// connection that the proxy closed while it sat idle.
+    /// After the proxy went away, its other pooled connections are dead too.
+    fn forget_pool(&self) {
+        self.pool.lock().unwrap().clear();
+    }
+
+    /// One request, one header answer, no body either way. A pooled connection that the
+    /// proxy closed while it sat idle is replaced at once; a request the proxy's going away
+    /// cut short is sent again within the retry budget if it [is replayable]
+    /// (ClientRequest::is_replayable).
     async fn call(&self, req: &ClientRequest) -> Result<Response> {
-        for attempt in 0..2 {
-            let mut c = self.conn().await?;
-            let sent = async {
+        let mut backoff = self.backoff();
+        loop {
+            let (mut c, pooled) = self.connect(&mut backoff).await?;
+            let r = async {
                 c.write_header(req).await?;
-                c.flush().await
+                c.flush().await?;
+                c.read_response().await
             }
             .await;
-            let r = match sent {
-                Ok(()) => c.read_response().await,
-                Err(e) => Err(e),
-            };
             match r {
                 Ok(resp) => {
                     self.put_back(c);
@@ -146,11 +267,15 @@ impl Client {
                     self.put_back(c);
                     return Err(Error::Remote(e));
                 }
-                Err(Error::Closed) | Err(Error::Io(_)) if attempt == 0 => continue,
+                Err(e) if transient(&e) && pooled => self.forget_pool(),
+                Err(e) if transient(&e) && req.is_replayable() => {
+                    if !backoff.wait(&self.addr, &e).await {
+                        return Err(e);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Closed)
     }
 
     /// Uploads `reader` as `name`. `size` is a hint the proxy checks; `None` for unknown
@@ -166,7 +291,10 @@ impl Client {
             .await
     }
 
-    /// [`Client::upload`] with a content type and metadata stored alongside.
+    /// [`Client::upload`] with a content type and metadata stored alongside. Tried again
+    /// while the proxy cannot be reached, and after it went away mid-upload as long as no
+    /// byte of `reader` was read yet; past that a pipe cannot be sent again and the upload
+    /// fails (a file can: [`Client::upload_replayable`]).
     pub async fn upload_with<R: AsyncRead + Unpin>(
         &self,
         name: &ObjectName,
@@ -175,7 +303,76 @@ impl Client {
         reader: &mut R,
         progress: ProgressFn<'_>,
     ) -> Result<ObjectMeta> {
-        let mut c = self.conn().await?;
+        self.upload_retrying(name, size, attrs, &mut ReadOnce(reader), false, progress)
+            .await
+    }
+
+    /// [`Client::upload_with`] from a source that can be read again from its start (a
+    /// file): an upload cut short by the proxy's going away is sent again, whole, within the
+    /// retry budget.
+    pub async fn upload_replayable<R: AsyncRead + AsyncSeek + Unpin>(
+        &self,
+        name: &ObjectName,
+        size: Option<u64>,
+        attrs: Attrs,
+        reader: &mut R,
+        progress: ProgressFn<'_>,
+    ) -> Result<ObjectMeta> {
+        self.upload_retrying(name, size, attrs, reader, true, progress)
+            .await
+    }
+
+    async fn upload_retrying<R: AsyncRead + AsyncSeek + Unpin>(
+        &self,
+        name: &ObjectName,
+        size: Option<u64>,
+        attrs: Attrs,
+        reader: &mut R,
+        replayable: bool,
+        progress: ProgressFn<'_>,
+    ) -> Result<ObjectMeta> {
+        let mut backoff = self.backoff();
+        loop {
+            let (c, pooled) = self.connect(&mut backoff).await?;
+            let mut read = false;
+            let e = match self
+                .upload_on(c, name, size, attrs.clone(), reader, &mut read, progress)
+                .await
+            {
+                Ok(meta) => return Ok(meta),
+                Err(e) if transient(&e) => e,
+                Err(e) => return Err(e),
+            };
+            self.forget_pool();
+            if read && !replayable {
+                return Err(Error::Remote(WireError::Unavailable(format!(
+                    "the proxy at {} went away during the upload ({e}); its source cannot be \
+                     read again, so it was not retried: upload it again",
+                    self.addr
+                ))));
+            }
+            if !pooled && !backoff.wait(&self.addr, &e).await {
+                return Err(e);
+            }
+            if read {
+                reader.seek(std::io::SeekFrom::Start(0)).await?;
+                progress(0);
+            }
+        }
+    }
+
+    /// One try of an upload on `c`; `read` tells whether any byte of `reader` was taken.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_on<R: AsyncRead + Unpin>(
+        &self,
+        mut c: Connection,
+        name: &ObjectName,
+        size: Option<u64>,
+        attrs: Attrs,
+        reader: &mut R,
+        read: &mut bool,
+        progress: ProgressFn<'_>,
+    ) -> Result<ObjectMeta> {
         let sent = async {
             c.write_header(&ClientRequest::Upload {
                 name: name.clone(),
@@ -195,6 +392,7 @@ impl Client {
                 if n == 0 {
                     break;
                 }
+                *read = true;
                 buf.truncate(n);
                 c.write_data(&buf).await?;
                 md5.feed(buf).await;
@@ -241,22 +439,36 @@ impl Client {
         writer: &mut W,
         progress: ProgressFn<'_>,
     ) -> Result<ObjectMeta> {
-        let mut c = self.conn().await?;
-        c.write_header(&ClientRequest::Download {
+        // Tried again until the object's header arrived: nothing was written yet.
+        let mut backoff = self.backoff();
+        let req = ClientRequest::Download {
             name: name.clone(),
             offset,
             len,
-        })
-        .await?;
-        c.flush().await?;
-        let (meta, got_offset, got_len) = match c.read_response().await {
-            Ok(Response::Object { meta, offset, len }) => (meta, offset, len),
-            Ok(other) => return Err(unexpected(other)),
-            Err(Error::Remote(e)) => {
-                self.put_back(c);
-                return Err(Error::Remote(e));
+        };
+        let (mut c, meta, got_offset, got_len) = loop {
+            let (mut c, pooled) = self.connect(&mut backoff).await?;
+            let r = async {
+                c.write_header(&req).await?;
+                c.flush().await?;
+                c.read_response().await
             }
-            Err(e) => return Err(e),
+            .await;
+            match r {
+                Ok(Response::Object { meta, offset, len }) => break (c, meta, offset, len),
+                Ok(other) => return Err(unexpected(other)),
+                Err(Error::Remote(e)) => {
+                    self.put_back(c);
+                    return Err(Error::Remote(e));
+                }
+                Err(e) if transient(&e) && pooled => self.forget_pool(),
+                Err(e) if transient(&e) => {
+                    if !backoff.wait(&self.addr, &e).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         };
         let whole = got_offset == 0 && got_len == meta.size;
         let mut md5 = whole.then(PipelinedMd5::new);

@@ -540,6 +540,36 @@ pub enum ClientRequest {
     UserRotate { name: String },
 }
 
+impl ClientRequest {
+    /// Whether sending it again after an answer was lost does what sending it once did: reads,
+    /// and writes whose second run leaves the same state (a delete, a copy). Admin commands
+    /// that start work or mint keys are not: a client replays them only when they were never
+    /// sent.
+    pub fn is_replayable(&self) -> bool {
+        use ClientRequest::*;
+        match self {
+            Stat { .. }
+            | Delete { .. }
+            | List(_)
+            | Copy { .. }
+            | ListUsers
+            | Status
+            | Check { .. }
+            | Usage
+            | UserList
+            | Download { .. } => true,
+            Upload { .. }
+            | AddDisk { .. }
+            | RemoveDisk { .. }
+            | Repair
+            | Audit
+            | UserAdd { .. }
+            | UserRemove { .. }
+            | UserRotate { .. } => false,
+        }
+    }
+}
+
 /// Requests from the proxy to a storage server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StorageRequest {

@@ -7,6 +7,7 @@ use anyhow::Result;
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 
+use oss_proto::wire::Attrs;
 use oss_proto::ObjectName;
 
 use crate::error::{self, BrokenPipe, CliError};
@@ -56,14 +57,21 @@ pub async fn upload(ctx: &Ctx, name: &str, local: Option<&Path>) -> Result<()> {
         return Err(cannot_read(&std::io::Error::from_raw_os_error(libc::EISDIR)).into());
     }
     let file = File::open(&local).await.map_err(|e| cannot_read(&e))?;
-    // Regular files have a size the proxy can check; pipes and devices do not.
+    // Regular files have a size the proxy can check, and can be read again if the proxy
+    // goes away mid-upload; pipes and devices cannot.
     let size = meta.is_file().then_some(meta.len());
     let mut input = Watch::new(BufReader::with_capacity(BUF, file));
     let mut bar = Bar::new(tty, name.as_str(), size);
-    let r = ctx
-        .client
-        .upload(&name, size, &mut input, &mut |n| bar.update(n))
-        .await;
+    let mut progress = |n| bar.update(n);
+    let r = if meta.is_file() {
+        ctx.client
+            .upload_replayable(&name, size, Attrs::default(), &mut input, &mut progress)
+            .await
+    } else {
+        ctx.client
+            .upload(&name, size, &mut input, &mut progress)
+            .await
+    };
     bar.finish(r.is_ok());
     match r {
         Ok(_) => Ok(()),

@@ -108,7 +108,9 @@ fn unreachable_proxy_is_a_clear_error() {
     ];
     for args in cases {
         let t = Instant::now();
-        let mut with_key = vec!["--key-file", path_str(&key)];
+        // No retries: the line must come at once (commands_wait_out_a_proxy_restart tests
+        // the default, which keeps trying).
+        let mut with_key = vec!["--key-file", path_str(&key), "--retry-for", "0"];
         with_key.extend(&args);
         let out = oss_at(&addr, &with_key, None, Duration::from_secs(60));
         let line = out.assert_fails_one_line(&format!("{args:?} against a closed port"));

@@ -1,6 +1,7 @@
 //! Processes die (SIGKILL) and come back: the proxy's ring and every object survive; a
 //! dead storage server costs nothing readable.
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use oss_tests::*;
@@ -233,4 +234,120 @@ fn proxy_restarts_after_two_servers_went_offline_one_after_the_other() {
             }
         }
     }
+}
+
+/// `oss ARGS...` against `proxy` on a thread of its own (up to 120 s).
+fn oss_in_background(
+    proxy: &str,
+    args: &[&str],
+    input: Option<Vec<u8>>,
+) -> thread::JoinHandle<std::process::Output> {
+    let proxy = proxy.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        oss_at(&proxy, &args, input, Duration::from_secs(120))
+    })
+}
+
+/// Waits until a storage server holds a temp file with bytes in it: an upload is streaming.
+fn wait_upload_streaming(c: &Cluster) {
+    wait_until(
+        Duration::from_secs(60),
+        "an upload streaming to the storage servers",
+        || {
+            (0..c.storage.len()).any(|i| {
+                c.tmp_files(i)
+                    .iter()
+                    .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
+            })
+        },
+    );
+}
+
+#[test]
+fn commands_wait_out_a_proxy_restart() {
+    // Faults are pauses, not errors: commands started while the proxy is down finish once
+    // it is back (the default --retry-for is 30 s), with the right bytes.
+    let mut c = Cluster::start(3, 32);
+    let old = pseudo_random(70, 3 << 20);
+    c.upload_bytes("wait/old", &old);
+    c.upload_bytes("wait/gone", b"to be deleted while the proxy is down");
+    let src = c.work().join("new.bin");
+    let new_md5 = write_pseudo_random_file(&src, 71, 2 << 20);
+    c.proxy.kill();
+    let p = c.proxy_addr();
+    let down = oss_in_background(&p, &["download", "wait/old", "-"], None);
+    let up = oss_in_background(&p, &["upload", "wait/new", path_str(&src)], None);
+    let piped = oss_in_background(
+        &p,
+        &["upload", "wait/piped", "-"],
+        Some(b"from a pipe".to_vec()),
+    );
+    let rm = oss_in_background(&p, &["delete", "wait/gone"], None);
+    let ls = oss_in_background(&p, &["list", "wait"], None);
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !down.is_finished() && !ls.is_finished(),
+        "commands gave up on a proxy that was down for 1.5 s"
+    );
+    c.proxy.restart();
+    let out = down.join().unwrap();
+    out.assert_ok("download across the restart");
+    assert!(
+        out.stdout == old,
+        "download across the restart: wrong bytes"
+    );
+    up.join()
+        .unwrap()
+        .assert_ok("upload of a file across the restart");
+    // A pipe that was not read yet can wait too: nothing of it was sent.
+    piped
+        .join()
+        .unwrap()
+        .assert_ok("upload from a pipe across the restart");
+    rm.join().unwrap().assert_ok("delete across the restart");
+    ls.join().unwrap().assert_ok("list across the restart");
+    assert_eq!(md5_hex(&c.download_bytes("wait/new").unwrap()), new_md5);
+    c.assert_content("wait/piped", b"from a pipe");
+    c.assert_not_found("wait/gone");
+}
+
+#[test]
+fn an_upload_cut_off_by_a_proxy_kill_is_sent_again_from_a_file_not_from_a_pipe() {
+    let mut c = Cluster::start(2, 16);
+    let src = c.work().join("big.bin");
+    let len = 256u64 << 20;
+    let want = write_pseudo_random_file(&src, 72, len);
+    let p = c.proxy_addr();
+
+    // From a file: the whole upload is sent again once the proxy is back.
+    let up = oss_in_background(&p, &["upload", "cut/file", path_str(&src)], None);
+    wait_upload_streaming(&c);
+    c.proxy.kill();
+    thread::sleep(Duration::from_millis(300));
+    c.proxy.restart();
+    up.join()
+        .unwrap()
+        .assert_ok("upload from a file across a proxy kill");
+    assert_eq!(md5_hex(&c.download_bytes("cut/file").unwrap()), want);
+    wait_until(
+        Duration::from_secs(30),
+        "the cut-off upload's temp files to go",
+        || (0..c.storage.len()).all(|i| c.tmp_files(i).is_empty()),
+    );
+
+    // From a pipe: what was read cannot be read again: one clear line, nothing stored.
+    let bytes = std::fs::read(&src).unwrap();
+    let up = oss_in_background(&p, &["upload", "cut/pipe", "-"], Some(bytes));
+    wait_upload_streaming(&c);
+    c.proxy.kill();
+    thread::sleep(Duration::from_millis(300));
+    c.proxy.restart();
+    let line = up
+        .join()
+        .unwrap()
+        .assert_fails_one_line("upload from a pipe across a proxy kill");
+    assert!(line.contains("cannot be read again"), "{line}");
+    c.assert_not_found("cut/pipe");
 }
