@@ -16,7 +16,7 @@ use oss_proto::wire::{
     UploadTrailer, WireError, CHUNK,
 };
 use oss_proto::ObjectName;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::backend::unexpected;
 use crate::cluster::{Member, Proxy};
@@ -246,9 +246,11 @@ async fn put_once<S: BodySource>(
                         }
                     }
                 }
-                if targets.iter().filter(|t| t.conn.is_some()).count() < need {
+                // One replica left is enough to go on: the upload is completed to `need`
+                // replicas from it before it is acknowledged (below).
+                if targets.iter().all(|t| t.conn.is_none()) {
                     return Err(PutError::Early(WireError::Unavailable(format!(
-                        "lost storage servers while uploading {name}"
+                        "lost every storage server while uploading {name}"
                     ))));
                 }
             }
@@ -293,11 +295,13 @@ async fn put_once<S: BodySource>(
     };
     // Collect the answers: the servers fsync in parallel.
     let mut mismatch = None;
+    let mut holders: Vec<Member> = Vec::new();
     for t in targets.iter_mut() {
         let Some(mut c) = t.conn.take() else { continue };
         match proxy.backends.committed(c.read_response()).await {
             Ok(Response::Stored(m)) if m.md5 == md5 => {
                 stored += 1;
+                holders.push(t.member.clone());
                 proxy.backends.put_back(&t.member.addr, c);
             }
             // A newer version got there first: this write is already superseded.
@@ -317,23 +321,65 @@ async fn put_once<S: BodySource>(
             }
         }
     }
-    if stored >= need {
-        return Ok(ObjectMeta {
-            name: name.clone(),
-            size: total,
-            md5,
-            timestamp,
-            deleted: false,
-            attrs,
-        });
-    }
+    let meta = ObjectMeta {
+        name: name.clone(),
+        size: total,
+        md5,
+        timestamp,
+        deleted: false,
+        attrs,
+    };
     if let Some(e) = mismatch {
         return Err(PutError::Done(e));
+    }
+    // Servers lost mid-upload: their replicas are made on stand-ins from a committed one,
+    // as if those servers had been down from the start; the upload is acknowledged only
+    // once `need` replicas are durable.
+    if stored < need && !holders.is_empty() {
+        stored += complete_replicas(proxy, &meta, part, &holders, &mut tried, need - stored).await;
+    }
+    if stored >= need {
+        return Ok(meta);
     }
     Err(PutError::Done(WireError::Unavailable(format!(
         "{name} stored on {stored} of {need} replicas{}",
         last_err.map(|e| format!(" ({e})")).unwrap_or_default()
     ))))
+}
+
+/// Copies the version `holders` just committed to other servers (the partition's own
+/// first, else stand-ins) until `missing` more hold it; each destination checks the bytes
+/// against the version's MD5. Returns how many copies were made.
+async fn complete_replicas(
+    proxy: &Arc<Proxy>,
+    meta: &ObjectMeta,
+    part: u32,
+    holders: &[Member],
+    tried: &mut Vec<DevId>,
+    missing: usize,
+) -> usize {
+    let mut made = 0;
+    while made < missing {
+        let Some(to) = proxy.replacement(part, tried) else {
+            break;
+        };
+        tried.push(to.id);
+        for from in holders {
+            match crate::repair::copy_object(proxy, meta, part, &from.addr, &to.addr).await {
+                Ok(_) => {
+                    info!(name = %meta.name, from = %from.addr, to = %to.addr,
+                        "completed a replica the upload lost");
+                    made += 1;
+                    break;
+                }
+                Err(e) => {
+                    warn!(name = %meta.name, from = %from.addr, to = %to.addr, error = %e,
+                        "could not complete a lost replica")
+                }
+            }
+        }
+    }
+    made
 }
 
 /// The first half of a write whose writer named no MD5: every target has written the body

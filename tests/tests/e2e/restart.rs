@@ -351,3 +351,46 @@ fn an_upload_cut_off_by_a_proxy_kill_is_sent_again_from_a_file_not_from_a_pipe()
     assert!(line.contains("cannot be read again"), "{line}");
     c.assert_not_found("cut/pipe");
 }
+
+#[test]
+fn an_upload_that_loses_a_replica_mid_stream_is_completed_on_a_stand_in() {
+    // A storage server killed while an upload streams to it does not fail the upload: the
+    // proxy copies the committed replica to a stand-in (MD5-checked) and acknowledges only
+    // once two replicas are durable, as if the server had been down from the start.
+    let mut c = Cluster::start(3, 16);
+    let src = c.work().join("big.bin");
+    let want = write_pseudo_random_file(&src, 73, 256 << 20);
+    let p = c.proxy_addr();
+    let up = oss_in_background(&p, &["upload", "lose/big", path_str(&src)], None);
+    let mut victim = None;
+    wait_until(
+        Duration::from_secs(60),
+        "the upload to stream to a server",
+        || {
+            victim = (0..c.storage.len()).find(|&i| {
+                c.tmp_files(i)
+                    .iter()
+                    .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
+            });
+            victim.is_some()
+        },
+    );
+    let victim = victim.unwrap();
+    c.storage[victim].kill();
+    up.join()
+        .unwrap()
+        .assert_ok("upload that lost a replica mid-stream");
+    let reps = c.find_replicas("lose/big");
+    assert_eq!(reps.len(), 2, "replicas: {reps:?}");
+    assert!(
+        reps.iter().all(|(s, _)| *s != victim),
+        "a replica on the killed server: {reps:?}"
+    );
+    // Each replica file holds the uploaded bytes (the body, then the footer).
+    for (s, path) in &reps {
+        let f = std::fs::read(path).unwrap();
+        assert!(f.len() >= 256 << 20, "{path:?}: {} bytes", f.len());
+        assert_eq!(md5_hex(&f[..256 << 20]), want, "the replica on server {s}");
+    }
+    assert_eq!(md5_hex(&c.download_bytes("lose/big").unwrap()), want);
+}
