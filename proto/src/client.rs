@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt, AsyncWrite, As
 use tokio::sync::mpsc;
 
 use crate::name::ObjectName;
+use crate::sync::Locked;
 use crate::wire::{
     Attrs, Chunk, ClientRequest, ClusterStatus, Connection, Credentials, Error, ListItem,
     ListQuery, ObjectMeta, ReplicaState, Response, Result, UploadTrailer, WireError, CHUNK,
@@ -181,7 +182,7 @@ impl Client {
     /// A pooled connection (`true`) or a new one; errors as they came.
     async fn conn(&self) -> Result<(Connection, bool)> {
         loop {
-            let pooled = self.pool.lock().unwrap().pop();
+            let pooled = self.pool.locked().pop();
             match pooled {
                 Some(c) if c.is_reusable() => return Ok((c, true)),
                 Some(_) => continue,
@@ -233,7 +234,7 @@ impl Client {
     }
 
     fn put_back(&self, c: Connection) {
-        let mut pool = self.pool.lock().unwrap();
+        let mut pool = self.pool.locked();
         if pool.len() < POOL_MAX {
             pool.push(c);
         }
@@ -241,7 +242,7 @@ impl Client {
 
     /// After the proxy went away, its other pooled connections are dead too.
     fn forget_pool(&self) {
-        self.pool.lock().unwrap().clear();
+        self.pool.locked().clear();
     }
 
     /// One request, one header answer, no body either way. A pooled connection that the

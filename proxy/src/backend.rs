@@ -5,6 +5,7 @@
 //! reported to [`Health`], which is how "failed requests count" towards declaring a server
 //! offline.
 
+use oss_proto::sync::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -86,7 +87,7 @@ impl Backends {
     }
 
     pub fn put_back(&self, addr: &str, c: Connection) {
-        let mut pools = self.pools.lock().unwrap();
+        let mut pools = self.pools.locked();
         let v = pools.entry(addr.to_owned()).or_default();
         if v.len() < POOL_MAX {
             v.push(c);
@@ -95,7 +96,7 @@ impl Backends {
 
     /// Forget idle connections to a server (it restarted or left).
     pub fn forget(&self, addr: &str) {
-        self.pools.lock().unwrap().remove(addr);
+        self.pools.locked().remove(addr);
     }
 
     /// Records a transport failure (not a remote error answer, which proves the server is up).

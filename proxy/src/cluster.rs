@@ -4,6 +4,7 @@
 //! Locking rule: `state` is a plain mutex and is never held across an `.await`; handlers
 //! copy what they need (a replica set, an address) and release it.
 
+use oss_proto::sync::Locked;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -170,11 +171,11 @@ impl Proxy {
     }
 
     pub fn replicas(&self) -> usize {
-        self.state.lock().unwrap().ring.replicas as usize
+        self.state.locked().ring.replicas as usize
     }
 
     pub fn part_power(&self) -> u8 {
-        self.state.lock().unwrap().ring.part_power
+        self.state.locked().ring.part_power
     }
 
     pub fn save(&self, st: &Persisted) {
@@ -197,7 +198,7 @@ impl Proxy {
 
     /// Every member of the partition's replica set, up or not.
     pub fn replica_members(&self, part: u32) -> Vec<Member> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.locked();
         Self::members_of(&st, &st.replica_set(part))
     }
 
@@ -258,7 +259,7 @@ impl Proxy {
     /// A live server outside the partition's replica set and `exclude`, chosen the same
     /// way by every caller (the ring's handoff order).
     pub fn stand_in(&self, part: u32, exclude: &[DevId]) -> Option<Member> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.locked();
         let mut excl: Vec<DevId> = exclude.to_vec();
         excl.extend(st.replica_set(part));
         excl.extend(st.leaving.iter().copied());
@@ -274,7 +275,7 @@ impl Proxy {
 
     /// Servers whose listings together cover every partition.
     pub fn listing_servers(&self) -> Vec<Member> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.locked();
         let ids: BTreeSet<DevId> = st
             .ring
             .devices
@@ -291,7 +292,7 @@ impl Proxy {
 
     /// Every address the health checker watches: ring members and servers outside it.
     pub fn watched(&self) -> Vec<String> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.locked();
         let mut v: BTreeSet<String> = st
             .ring
             .devices
@@ -304,7 +305,7 @@ impl Proxy {
     }
 
     pub fn status(&self) -> ClusterStatus {
-        let st = self.state.lock().unwrap();
+        let st = self.state.locked();
         let shares: std::collections::HashMap<DevId, u32> = st.ring.shares().into_iter().collect();
         let mut servers = Vec::new();
         let mut ids: Vec<DevId> = st.ring.devices.iter().map(|d| d.id).collect();
@@ -441,7 +442,7 @@ impl Proxy {
         let _admin = self.admin.lock().await;
         let addr = normalize_addr(&addr)?;
         {
-            let st = self.state.lock().unwrap();
+            let st = self.state.locked();
             if st.target.device_by_addr(&addr).is_some() {
                 return Err(WireError::Refused(format!("{addr} is already in the ring")));
             }
@@ -457,7 +458,7 @@ impl Proxy {
         // A server that comes back after being re-homed: push whatever only it holds to
         // the owners and drop its stale copies before it joins as a new server.
         let back = {
-            let st = self.state.lock().unwrap();
+            let st = self.state.locked();
             st.outside.iter().any(|o| o.addr == addr && !o.cleaned)
         };
         if back {
@@ -467,7 +468,7 @@ impl Proxy {
                     WireError::Unavailable(format!("cannot clean up {addr} before adding it: {e}"))
                 })?;
         }
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         let new_target = st
             .target
             .with_device_added(&addr)
@@ -492,7 +493,7 @@ impl Proxy {
         let _admin = self.admin.lock().await;
         let addr = normalize_addr(&addr)?;
         let up = self.backends.health.is_up(&addr);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         let Some(dev) = st.target.device_by_addr(&addr).cloned() else {
             if st.ring.device_by_addr(&addr).is_some() {
                 return Err(WireError::Refused(format!(
@@ -536,7 +537,7 @@ impl Proxy {
     /// A server missed its checks for `offline_after`: re-home its partitions.
     pub async fn declare_offline(self: &Arc<Self>, addr: &str) {
         let _admin = self.admin.lock().await;
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         let Some(dev) = st.target.device_by_addr(addr).cloned() else {
             return;
         };

@@ -8,6 +8,7 @@
 //! removes it). The record holds the container's creation time and its
 //! `X-Container-Meta-*` metadata; counts and bytes come from the objects themselves.
 
+use oss_proto::sync::Locked;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -91,7 +92,7 @@ impl Containers {
     }
 
     fn counted(&self) -> MutexGuard<'_, std::collections::HashMap<String, (u64, Option<Totals>)>> {
-        self.counted.lock().unwrap_or_else(|p| p.into_inner())
+        self.counted.locked()
     }
 
     /// A write or delete in `container` starts or ends: its counted totals are stale.
@@ -118,7 +119,7 @@ impl Containers {
 
     /// The table, locked; changes are made on a copy and committed (see [`Self::change`]).
     fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+        self.table.locked()
     }
 
     /// Applies `f` to a copy of the table, writes the copy durably, then makes it current:

@@ -6,6 +6,7 @@
 //! partitions): that window is the hysteresis that keeps a flapping server from causing
 //! churn, since one good answer restarts it.
 
+use oss_proto::sync::Locked;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ impl Health {
     }
 
     pub fn request_failed(&self, addr: &str, why: &str) {
-        let mut m = self.servers.lock().unwrap();
+        let mut m = self.servers.locked();
         let l = m.entry(addr.to_owned()).or_insert_with(Liveness::new);
         if l.failing_since.is_none() {
             tracing::warn!(server = addr, error = why, "storage server failing");
@@ -63,7 +64,7 @@ impl Health {
     }
 
     pub fn check_ok(&self, addr: &str, stats: DiskStats) {
-        let mut m = self.servers.lock().unwrap();
+        let mut m = self.servers.locked();
         let l = m.entry(addr.to_owned()).or_insert_with(Liveness::new);
         if l.failing_since.is_some() {
             tracing::info!(server = addr, "storage server answering again");
@@ -84,11 +85,11 @@ impl Health {
     }
 
     pub fn get(&self, addr: &str) -> Option<Liveness> {
-        self.servers.lock().unwrap().get(addr).cloned()
+        self.servers.locked().get(addr).cloned()
     }
 
     pub fn forget(&self, addr: &str) {
-        self.servers.lock().unwrap().remove(addr);
+        self.servers.locked().remove(addr);
     }
 }
 

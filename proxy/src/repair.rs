@@ -6,6 +6,7 @@
 //! one it holds. So a copy can never roll back a newer write or resurrect a deleted file,
 //! whatever order copies and client writes arrive in.
 
+use oss_proto::sync::Locked;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -332,7 +333,7 @@ pub async fn clean_returned(proxy: &Arc<Proxy>, addr: &str) -> Result<(), Error>
         hand_over(proxy, part, addr, &owners).await?;
         dropped += 1;
     }
-    let mut st = proxy.state.lock().unwrap();
+    let mut st = proxy.state.locked();
     for o in st.outside.iter_mut().filter(|o| o.addr == addr) {
         o.cleaned = true;
     }

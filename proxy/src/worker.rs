@@ -3,6 +3,7 @@
 //! (rebalances and refills, one partition replica at a time), the quarantine poller and
 //! the full repair pass.
 
+use oss_proto::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ pub async fn move_worker(proxy: Arc<Proxy>) {
         backoff.retain(|_, until| *until > now);
         // Old copies whose delete did not happen yet (a restart, a server that was down).
         let drops: Vec<PendingDrop> = {
-            let st = proxy.state.lock().unwrap();
+            let st = proxy.state.locked();
             st.drops
                 .iter()
                 .filter(|d| !busy.contains(&d.part))
@@ -68,7 +69,7 @@ pub async fn move_worker(proxy: Arc<Proxy>) {
         }
         while running.len() < PARALLEL_MOVES {
             let next = {
-                let st = proxy.state.lock().unwrap();
+                let st = proxy.state.locked();
                 next_move_among(&st, |part| {
                     busy.contains(&part) || backoff.contains_key(&part)
                 })
@@ -102,7 +103,7 @@ async fn process_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> bool {
         }
         Err(e) => {
             warn!(part = q.mv.part, from = q.mv.from, to = q.mv.to, error = %e, "partition move failed; will retry");
-            let mut st = proxy.state.lock().unwrap();
+            let mut st = proxy.state.locked();
             if let Some(j) = st.jobs.get_mut(q.job) {
                 j.errors += 1;
             }
@@ -122,7 +123,7 @@ async fn process_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> bool {
 async fn run_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> Result<(u64, u64), WireError> {
     let part = q.mv.part;
     let (from, to, others) = {
-        let st = proxy.state.lock().unwrap();
+        let st = proxy.state.locked();
         let addr = |id: DevId| st.addr_of(id).map(str::to_owned);
         let others: Vec<String> = st
             .ring
@@ -159,7 +160,7 @@ async fn run_move(proxy: &Arc<Proxy>, q: &QueuedMove) -> Result<(u64, u64), Wire
 /// then delete the old copy.
 async fn flip(proxy: &Arc<Proxy>, q: &QueuedMove, objects: u64, bytes: u64) {
     let drop_from = {
-        let mut st = proxy.state.lock().unwrap();
+        let mut st = proxy.state.locked();
         let Some(drop_from) = record_flip(&mut st, q, bytes) else {
             // The plan changed under us (a server went offline); start over from the queue.
             return;
@@ -186,7 +187,7 @@ async fn flip(proxy: &Arc<Proxy>, q: &QueuedMove, objects: u64, bytes: u64) {
 
 /// Settles every pending drop that can be settled now (run before serving after a start).
 pub async fn settle_pending_drops(proxy: &Arc<Proxy>) {
-    let drops = proxy.state.lock().unwrap().drops.clone();
+    let drops = proxy.state.locked().drops.clone();
     for d in drops {
         settle_drop(proxy, &d).await;
     }
@@ -264,7 +265,7 @@ async fn settle_drop(proxy: &Arc<Proxy>, d: &PendingDrop) {
             return;
         }
     }
-    let mut st = proxy.state.lock().unwrap();
+    let mut st = proxy.state.locked();
     st.drops.retain(|x| x != d);
     proxy.save(&st);
 }
@@ -293,7 +294,7 @@ pub async fn check_servers(proxy: &Arc<Proxy>) {
     }
     let now = Instant::now();
     let (in_ring, outside) = {
-        let st = proxy.state.lock().unwrap();
+        let st = proxy.state.locked();
         let in_ring: Vec<String> = st
             .target
             .devices
@@ -323,7 +324,7 @@ pub async fn check_servers(proxy: &Arc<Proxy>) {
             _ => None,
         };
         if let Some(s) = new_state {
-            let mut st = proxy.state.lock().unwrap();
+            let mut st = proxy.state.locked();
             for x in st.outside.iter_mut().filter(|x| x.addr == o.addr) {
                 x.state = s;
                 x.since = now_micros();
@@ -356,7 +357,7 @@ pub async fn check_servers(proxy: &Arc<Proxy>) {
         }
     }
     if changed {
-        let st = proxy.state.lock().unwrap();
+        let st = proxy.state.locked();
         proxy.save(&st);
     }
 }
@@ -425,7 +426,7 @@ pub async fn audit_all(proxy: &Arc<Proxy>) -> Result<(), WireError> {
 /// quarantined, then bring every partition's live replicas to the newest versions.
 pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
     let job = {
-        let mut st = proxy.state.lock().unwrap();
+        let mut st = proxy.state.locked();
         if st.jobs.iter().any(|j| j.running && j.what == "repair") {
             return Ok(());
         }
@@ -439,7 +440,7 @@ pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
             warn!(error = %e, "repair: audit step incomplete");
             errors += 1;
         }
-        let parts = p.state.lock().unwrap().ring.partitions();
+        let parts = p.state.locked().ring.partitions();
         for part in 0..parts {
             let live: Vec<String> = p
                 .replica_members(part)
@@ -467,7 +468,7 @@ pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
                     }
                 }
             }
-            let mut st = p.state.lock().unwrap();
+            let mut st = p.state.locked();
             if let Some(j) = st.jobs.get_mut(job) {
                 j.done += 1;
                 j.bytes += bytes;
@@ -476,7 +477,7 @@ pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
         }
         // Copies on servers that do not own their partition (stand-in writes).
         let servers: Vec<(String, DevId)> = {
-            let st = p.state.lock().unwrap();
+            let st = p.state.locked();
             st.ring
                 .devices
                 .iter()
@@ -492,7 +493,7 @@ pub fn start_repair(proxy: &Arc<Proxy>) -> Result<(), WireError> {
                 errors += 1;
             }
         }
-        let mut st = p.state.lock().unwrap();
+        let mut st = p.state.locked();
         if let Some(j) = st.jobs.get_mut(job) {
             j.errors = errors;
         }

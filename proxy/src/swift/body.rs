@@ -2,6 +2,7 @@
 //! read (bounded: a few chunks in flight), and an upload's request body as a
 //! [`BodySource`] for the one write path.
 
+use oss_proto::sync::Locked;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -111,7 +112,7 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool.locked();
         if pool.len() < POOLED {
             pool.push(std::mem::take(&mut self.buf));
         }
@@ -124,7 +125,7 @@ impl ChannelSink {
     }
 
     fn copy(&self, bytes: &[u8]) -> Bytes {
-        let buf = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let buf = self.pool.locked().pop();
         let mut buf = buf.unwrap_or_else(|| Vec::with_capacity(CHUNK.max(bytes.len())));
         buf.clear();
         buf.extend_from_slice(bytes);
