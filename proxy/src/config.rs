@@ -33,6 +33,9 @@ pub struct Config {
     pub commit_timeout: Duration,
     /// How often the repair worker asks servers for what their auditors quarantined.
     pub quarantine_poll: Duration,
+    /// A client connection that has not sent its next request header (or finished its
+    /// login) within this long is closed: silent and trickling connections do not pile up.
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             stream_timeout: Duration::from_secs(10),
             commit_timeout: Duration::from_secs(120),
             quarantine_poll: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

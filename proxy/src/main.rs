@@ -47,6 +47,10 @@ struct Args {
     /// Interval between disk checks.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     check_interval: std::time::Duration,
+    /// A client that sends no request (or does not finish logging in) for this long is
+    /// disconnected.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: std::time::Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +83,11 @@ fn real_main() -> anyhow::Result<()> {
     cfg.disks = args.disks;
     cfg.offline_after = args.offline_after;
     cfg.check_interval = args.check_interval;
+    anyhow::ensure!(
+        !args.idle_timeout.is_zero(),
+        "--idle-timeout must be more than 0"
+    );
+    cfg.idle_timeout = args.idle_timeout;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oss_proto::auth::Verifier;
+use oss_proto::sync::Locked;
 
 use oss_proto::wire::{ClientRequest, Connection, Error, Response, WireError};
 use tokio::net::TcpListener;
@@ -17,8 +18,45 @@ use crate::object::{self, Outcome};
 use crate::users::ADMIN;
 use crate::{repair, worker};
 
+/// Connections still logging in, at most: beyond, the oldest is dropped for the newcomer.
+/// A flood of silent connections then costs a behaving client nothing (it logs in within
+/// milliseconds, long before a few hundred newer ones push it out), and each silent one
+/// is gone after `--idle-timeout` anyway.
+pub const MAX_LOGGING_IN: usize = 256;
+
+/// The connections that have not finished their login, oldest first: each can be told to
+/// give up.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Pending {
+    /// Registers a new connection; evicts the oldest beyond [`MAX_LOGGING_IN`].
+    fn admit(&mut self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = self.next;
+        self.next += 1;
+        self.queue.push_back((id, tx));
+        if self.queue.len() > MAX_LOGGING_IN {
+            if let Some((_, oldest)) = self.queue.pop_front() {
+                let _ = oldest.send(());
+            }
+        }
+        (id, rx)
+    }
+
+    fn done(&mut self, id: u64) {
+        if let Some(i) = self.queue.iter().position(|(x, _)| *x == id) {
+            self.queue.remove(i);
+        }
+    }
+}
+
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -29,7 +67,22 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Futu
                 Ok((stream, peer)) => {
                     let p = proxy.clone();
                     let span = tracing::info_span!("client", %peer);
-                    tokio::spawn(async move { handle_connection(p, Connection::new(stream), peer).await }.instrument(span));
+                    let pending = pending.clone();
+                    let (id, evicted) = pending.locked().admit();
+                    tokio::spawn(async move {
+                        let mut conn = Connection::new(stream);
+                        let login = tokio::select! {
+                            l = login(&p, &mut conn, peer) => l,
+                            _ = evicted => {
+                                debug!(%peer, "too many connections logging in; dropped the oldest");
+                                None
+                            }
+                        };
+                        pending.locked().done(id);
+                        if let Some(login) = login {
+                            serve_requests(p, conn, login).await;
+                        }
+                    }.instrument(span));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -78,7 +131,7 @@ async fn login(proxy: &Proxy, conn: &mut Connection, peer: SocketAddr) -> Option
         used = v.clone();
         v
     });
-    match tokio::time::timeout(LOGIN_TIMEOUT, attempt).await {
+    match tokio::time::timeout(LOGIN_TIMEOUT.min(proxy.cfg.idle_timeout), attempt).await {
         Ok(Ok(user)) => {
             proxy.throttle.succeeded(peer.ip());
             Some(Login {
@@ -146,26 +199,32 @@ pub fn authorize(login: &Login, req: &ClientRequest) -> Result<(), WireError> {
     }
 }
 
-async fn handle_connection(proxy: Arc<Proxy>, mut conn: Connection, peer: SocketAddr) {
-    let Some(login) = login(&proxy, &mut conn, peer).await else {
-        return;
-    };
+/// The requests of a logged-in connection, one after the other, until it closes, breaks,
+/// or sends nothing for `--idle-timeout`.
+async fn serve_requests(proxy: Arc<Proxy>, mut conn: Connection, login: Login) {
     loop {
-        let req: ClientRequest = match conn.read_header().await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(Error::Protocol(why)) => {
-                warn!(%why, "malformed request; closing the connection");
-                let _ = conn
-                    .write_header(&Response::Error(WireError::BadRequest(why)))
-                    .await;
-                let _ = conn.flush().await;
+        let next = tokio::time::timeout(proxy.cfg.idle_timeout, conn.read_header()).await;
+        let req: ClientRequest = match next {
+            Err(_) => {
+                debug!("idle past --idle-timeout; closing the connection");
                 return;
             }
-            Err(e) => {
-                debug!(error = %e, "connection ended");
-                return;
-            }
+            Ok(r) => match r {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(Error::Protocol(why)) => {
+                    warn!(%why, "malformed request; closing the connection");
+                    let _ = conn
+                        .write_header(&Response::Error(WireError::BadRequest(why)))
+                        .await;
+                    let _ = conn.flush().await;
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, "connection ended");
+                    return;
+                }
+            },
         };
         let kind = request_kind(&req);
         let span = tracing::debug_span!("request", kind, user = %login.user);
@@ -312,6 +371,29 @@ mod tests {
 
     fn name(s: &str) -> ObjectName {
         ObjectName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_flood_of_logins_evicts_the_oldest_not_the_newest() {
+        let mut p = Pending::default();
+        let mut waiting: Vec<_> = (0..MAX_LOGGING_IN).map(|_| p.admit()).collect();
+        // Finished logins leave the queue: they are never evicted.
+        let (done, mut done_rx) = waiting.remove(0);
+        p.done(done);
+        let (_, mut newest) = p.admit();
+        let (_, mut newer) = p.admit();
+        // One over the limit: the oldest still waiting (the second admitted) is told to go.
+        assert!(
+            waiting[0].1.try_recv().is_ok(),
+            "the oldest was not evicted"
+        );
+        assert!(
+            waiting[1].1.try_recv().is_err(),
+            "more than the oldest went"
+        );
+        assert!(newest.try_recv().is_err() && newer.try_recv().is_err());
+        assert!(done_rx.try_recv().is_err(), "a finished login was evicted");
+        assert_eq!(p.queue.len(), MAX_LOGGING_IN);
     }
 
     #[test]

@@ -1533,3 +1533,25 @@ fn fuse_write_only_sequential_and_patched_files_upload_exactly() {
         .expect("read back through the mount");
     assert!(back == want, "read back through the mount after the patch");
 }
+
+#[test]
+fn fuse_reads_on_after_the_proxy_closed_its_idle_connections() {
+    // The proxy drops connections idle past --idle-timeout; the mount's pooled ones with
+    // them. The next operation must not fail for it.
+    if !fuse_available("fuse_idle") {
+        return;
+    }
+    let c = Cluster::start_with(ClusterConfig {
+        proxy_args: vec!["--idle-timeout".into(), "1s".into()],
+        ..ClusterConfig::new(2, 16)
+    });
+    let m = Mount::start(&c, "fuse_idle");
+    c.upload_bytes("idle/a", b"first");
+    c.upload_bytes("idle/b", b"second");
+    assert_eq!(fs::read(m.path("idle/a")).expect("read idle/a"), b"first");
+    // Past the deadline: every connection the mount holds was closed by the proxy.
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(fs::read(m.path("idle/b")).expect("read idle/b"), b"second");
+    fs::write(m.path("idle/c"), b"third").expect("write idle/c");
+    assert_cli_content(&c, "idle/c", b"third", "after the idle close");
+}
