@@ -739,3 +739,165 @@ async fn prepared_uploads_commit_only_on_the_proxys_word() {
     }
     srv.stop.take().unwrap().send(()).unwrap();
 }
+
+/// A frame as the wire carries it: kind, big-endian length, payload.
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn header_frame<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    frame(0, &postcard::to_stdvec(v).unwrap())
+}
+
+/// xorshift64*: seeded, so a failing case can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A well-formed exchange of some request (a Put with its body, END and trailer).
+fn valid_exchange(r: &mut Rng) -> Vec<u8> {
+    let n = name(&format!("fz/o{}", r.below(8)));
+    let p = part(&n);
+    let req = match r.below(11) {
+        0 | 1 => {
+            let body = data(r.below(3000));
+            let mut out = header_frame(&StorageRequest::Put {
+                name: n.clone(),
+                part: p,
+                timestamp: 1_000 + r.next() % 1_000_000,
+                size: Some(body.len() as u64),
+                attrs: Default::default(),
+            });
+            for piece in body.chunks(700) {
+                out.extend(frame(1, piece));
+            }
+            out.extend(frame(2, &[]));
+            out.extend(header_frame(&UploadTrailer {
+                md5: Some(md5(&body)),
+            }));
+            return out;
+        }
+        2 => StorageRequest::Get {
+            name: n,
+            part: p,
+            offset: r.next() % 4000,
+            len: Some(r.next() % 4000),
+            timestamp: None,
+        },
+        3 => StorageRequest::Head { name: n, part: p },
+        4 => StorageRequest::Delete {
+            name: n,
+            part: p,
+            timestamp: 1_000 + r.next() % 1_000_000,
+        },
+        5 => StorageRequest::Check { name: n, part: p },
+        6 => StorageRequest::List(ListQuery {
+            user: "fz".into(),
+            prefix: String::new(),
+            delimiter: Some('/'),
+            marker: String::new(),
+            end_marker: String::new(),
+            limit: r.below(100) as u32,
+        }),
+        7 => StorageRequest::ListPartition { part: p },
+        8 => StorageRequest::Ping,
+        9 => StorageRequest::ListPartitions,
+        _ => StorageRequest::ListUsers,
+    };
+    header_frame(&req)
+}
+
+/// The exchange damaged as a broken or hostile peer would: bytes flipped, cut short,
+/// stretched, a length field replaced, or noise alone.
+fn mutate(r: &mut Rng, mut b: Vec<u8>) -> Vec<u8> {
+    match r.below(6) {
+        0 => {
+            for _ in 0..1 + r.below(4) {
+                let i = r.below(b.len());
+                b[i] ^= 1 << r.below(8);
+            }
+        }
+        1 => b.truncate(r.below(b.len())),
+        2 => {
+            let at = r.below(b.len() + 1);
+            let noise: Vec<u8> = (0..1 + r.below(64)).map(|_| r.next() as u8).collect();
+            b.splice(at..at, noise);
+        }
+        3 => {
+            // The first frame's length: tiny, huge, or just off.
+            let len = match r.below(3) {
+                0 => r.next() as u32,
+                1 => u32::MAX - r.below(16) as u32,
+                _ => u32::from_be_bytes([b[1], b[2], b[3], b[4]])
+                    .wrapping_add(r.below(9) as u32)
+                    .wrapping_sub(4),
+            };
+            b[1..5].copy_from_slice(&len.to_be_bytes());
+        }
+        4 => b[0] = r.next() as u8,
+        _ => b = (0..r.below(200)).map(|_| r.next() as u8).collect(),
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_frames_after_login_never_take_the_server_down() {
+    // Property: whatever a logged-in peer sends — truncated, mutated, oversized frames — the
+    // server answers, refuses or closes that connection, stays up, answers the next
+    // well-formed request, and leaves no temp file behind. Seeded; OSS_FUZZ_CASES and
+    // OSS_FUZZ_SEED run it longer or replay a case.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let cases: usize = std::env::var("OSS_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let seed: u64 = std::env::var("OSS_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_f00d);
+    let mut r = Rng(seed | 1);
+    for case in 0..cases {
+        let valid = valid_exchange(&mut r);
+        let bytes = mutate(&mut r, valid);
+        let mut c = connect(&srv.addr).await;
+        if c.write_raw(&bytes).await.is_ok() && c.flush().await.is_ok() {
+            // An answer, a refusal or a close; a cut-short frame waits for more: give up.
+            let _ = tokio::time::timeout(Duration::from_millis(50), c.read_response()).await;
+        }
+        drop(c);
+        if case % 100 == 99 {
+            let mut c = connect(&srv.addr).await;
+            assert!(
+                matches!(
+                    call(&mut c, StorageRequest::Ping).await,
+                    Ok(Response::Pong(_))
+                ),
+                "seed {seed}, case {case}: no answer to a ping"
+            );
+        }
+    }
+    assert!(!srv.task.is_finished(), "the server stopped");
+    let mut c = connect(&srv.addr).await;
+    let n = name("fz/after");
+    put(&mut c, &n, 9_000_000, b"still serving").await;
+    let (_, got, err) = get(&mut c, &n, 0, None).await.unwrap();
+    assert_eq!((got.as_slice(), err), (&b"still serving"[..], None));
+    assert!(
+        tmp_is_empty(dir.path()).await,
+        "temp files left by damaged uploads"
+    );
+}
