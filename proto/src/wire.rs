@@ -71,9 +71,10 @@ pub const MAX_LIST_LIMIT: u32 = 10_000;
 /// limit, so a page of entries with large metadata still fits in a [`MAX_HEADER`] frame.
 pub const LIST_PAGE_BYTES: usize = 1 << 20;
 
-const KIND_HEADER: u8 = 0;
-const KIND_DATA: u8 = 1;
-const KIND_END: u8 = 2;
+/// Frame kinds: a postcard header, a piece of a body, the end of a body.
+pub const KIND_HEADER: u8 = 0;
+pub const KIND_DATA: u8 = 1;
+pub const KIND_END: u8 = 2;
 
 /// Microseconds since the Unix epoch, set by the proxy on every write. Newer wins.
 pub type Timestamp = u64;

@@ -7,6 +7,7 @@
 //! - [`restart`]: the proxy and storage servers die and come back.
 //! - [`bad_input`]: invalid names, missing files, unreachable proxy, garbage on the wire,
 //!   failed downloads.
+//! - [`fuzz`]: damaged frames after login, to the proxy and a storage server (seeded).
 //! - [`concurrency`]: many clients at once; racing writers.
 //! - [`fuse`], [`fuse_dirs`]: a real `ossfs` mount; `fuse_dirs` drives a directory tree
 //!   with `cp -r`, `tar`, `rsync` and `git`.
@@ -20,6 +21,7 @@ mod concurrency;
 mod core;
 mod fuse;
 mod fuse_dirs;
+mod fuzz;
 mod heal;
 mod keys;
 mod rebalance;
