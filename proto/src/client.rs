@@ -245,11 +245,18 @@ impl Client {
         self.pool.locked().clear();
     }
 
-    /// One request, one header answer, no body either way. A pooled connection that the
-    /// proxy closed while it sat idle is replaced at once; a request the proxy's going away
-    /// cut short is sent again within the retry budget if it [is replayable]
-    /// (ClientRequest::is_replayable).
+    /// One request, one header answer, no body either way.
     async fn call(&self, req: &ClientRequest) -> Result<Response> {
+        let (c, resp) = self.exchange(req).await?;
+        self.put_back(c);
+        Ok(resp)
+    }
+
+    /// Sends `req` and reads its header answer; the connection comes back with it (a body
+    /// may follow). A pooled connection that the proxy closed while it sat idle is replaced
+    /// at once; a request the proxy's going away cut short is sent again within the retry
+    /// budget if it [is replayable](ClientRequest::is_replayable).
+    async fn exchange(&self, req: &ClientRequest) -> Result<(Connection, Response)> {
         let mut backoff = self.backoff();
         loop {
             let (mut c, pooled) = self.connect(&mut backoff).await?;
@@ -260,10 +267,7 @@ impl Client {
             }
             .await;
             match r {
-                Ok(resp) => {
-                    self.put_back(c);
-                    return Ok(resp);
-                }
+                Ok(resp) => return Ok((c, resp)),
                 Err(Error::Remote(e)) => {
                     self.put_back(c);
                     return Err(Error::Remote(e));
@@ -441,35 +445,14 @@ impl Client {
         progress: ProgressFn<'_>,
     ) -> Result<ObjectMeta> {
         // Tried again until the object's header arrived: nothing was written yet.
-        let mut backoff = self.backoff();
         let req = ClientRequest::Download {
             name: name.clone(),
             offset,
             len,
         };
-        let (mut c, meta, got_offset, got_len) = loop {
-            let (mut c, pooled) = self.connect(&mut backoff).await?;
-            let r = async {
-                c.write_header(&req).await?;
-                c.flush().await?;
-                c.read_response().await
-            }
-            .await;
-            match r {
-                Ok(Response::Object { meta, offset, len }) => break (c, meta, offset, len),
-                Ok(other) => return Err(unexpected(other)),
-                Err(Error::Remote(e)) => {
-                    self.put_back(c);
-                    return Err(Error::Remote(e));
-                }
-                Err(e) if transient(&e) && pooled => self.forget_pool(),
-                Err(e) if transient(&e) => {
-                    if !backoff.wait(&self.addr, &e).await {
-                        return Err(e);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        let (mut c, (meta, got_offset, got_len)) = match self.exchange(&req).await? {
+            (c, Response::Object { meta, offset, len }) => (c, (meta, offset, len)),
+            (_, other) => return Err(unexpected(other)),
         };
         let whole = got_offset == 0 && got_len == meta.size;
         let mut md5 = whole.then(PipelinedMd5::new);

@@ -1685,13 +1685,54 @@ class Bench:
         return c.bench(*args, cpu=True)
 
     @staticmethod
-    def door_conns(res, ph, want):
+    def door_conns(r, want):
         """A note when the door's tasks needed more connections than one each (keep-alive
-        broken), else ''."""
-        got = res["phases"][ph].get("connections")
+        broken), else ''. `r`: one phase's result."""
+        got = r.get("connections")
         if got is not None and got > want:
             return f"; {got} connections for {want} tasks (keep-alive not kept)"
         return ""
+
+    def rotated_rounds(self, sides, phases, run, key, check):
+        """BENCH_REPEAT rounds of every phase on every side, the sides' order rotated each
+        round, so a burst of others' load hits each alike. `run(side, phase)` gives (result,
+        argv, cpu); `check(phase_result, argv)` raises on a wrong count. Returns (best, runs):
+        best[side][phase] = (phase_result[key], argv, phase_result, cpu) of the best round."""
+        best = {side: {} for side in sides}
+        runs = []
+        for k in range(self.cfg.repeat):
+            order = sides[k % len(sides):] + sides[:k % len(sides)]
+            for ph in phases:
+                for side in order:
+                    res, argv, cpu = run(side, ph)
+                    r = res["phases"][ph]
+                    check(r, argv)
+                    runs.append({"side": side, "phase": ph, "result": r, "cpu": cpu})
+                    if ph not in best[side] or r[key] > best[side][ph][0]:
+                        best[side][ph] = (r[key], argv, r, cpu)
+        return best, runs
+
+    @staticmethod
+    def check_ops(n):
+        def check(r, argv):
+            if r["ops"] != n:
+                raise CmdFailed(f"{show(argv)}: {r['ops']} ops, expected {n}")
+        return check
+
+    @staticmethod
+    def check_bytes(size):
+        def check(r, argv):
+            if r.get("bytes") != size:
+                raise CmdFailed(f"{show(argv)}: moved {r.get('bytes')} bytes, expected {size}")
+        return check
+
+    @staticmethod
+    def rates_of(runs):
+        """{side: {phase: [MB/s of every round]}} of a large-transfer section's runs."""
+        out = {}
+        for x in runs:
+            out.setdefault(x["side"], {}).setdefault(x["phase"], []).append(x["result"]["mb_per_s"])
+        return out
 
     def door_small(self, c, details):
         cfg = self.cfg
@@ -1699,35 +1740,20 @@ class Bench:
         phases = ("upload", "download", "delete")
         verb = {"upload": "PUT", "download": "GET", "delete": "DELETE"}
         for conc in cfg.concurrency:
-            best = {"native": {}, "door": {}}  # side -> phase -> (ops/s, cpu, argv, result)
-            runs = []
-            for k in range(cfg.repeat):
-                # Each phase native and door back to back, the order swapped every round, so
-                # a burst of others' load hits both alike.
-                order = ("native", "door") if k % 2 == 0 else ("door", "native")
-                for ph in phases:
-                    for side in order:
-                        user = f"door-{side}-c{conc}"
-                        res, argv, cpu = self.door_run(c, side, "--objects", n, "--size", size,
-                                                       "--concurrency", conc, "--user", user,
-                                                       "--phases", ph)
-                        r = res["phases"][ph]
-                        if r["ops"] != n:
-                            raise CmdFailed(f"{show(argv)}: {r['ops']} ops, expected {n}")
-                        runs.append({"side": side, "phase": ph, "result": r, "cpu": cpu})
-                        if ph not in best[side] or r["ops_per_s"] > best[side][ph][0]:
-                            best[side][ph] = (r["ops_per_s"], cpu, argv, res)
+            def run(side, ph):
+                return self.door_run(c, side, "--objects", n, "--size", size, "--concurrency",
+                                     conc, "--user", f"door-{side}-c{conc}", "--phases", ph)
+            best, runs = self.rotated_rounds(("native", "door"), phases, run, "ops_per_s",
+                                             self.check_ops(n))
             for ph in phases:
-                r_door, cpu_door, argv_door, res_door = best["door"][ph]
-                r_nat, cpu_nat, argv_nat, _ = best["native"][ph]
-                p = res_door["phases"][ph]
-                q = best["native"][ph][3]["phases"][ph]
+                r_door, argv_door, p, cpu_door = best["door"][ph]
+                r_nat, argv_nat, q, cpu_nat = best["native"][ph]
                 target = (("ratio>=", 0.50, "≥ 0.50 × native") if ph != "delete" else None)
                 self.row(f"{size} B {verb[ph]}s/s through the door, c={conc}", r_door, "/s",
                          argv_door, r_nat, f"native protocol, c={conc}", argv_nat, target,
                          note=f"door p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms; native "
                               f"p50 {q['p50_ms']:.2f} ms, p99 {q['p99_ms']:.2f} ms"
-                              f"{self.door_conns(res_door, ph, conc)}"
+                              f"{self.door_conns(p, conc)}"
                               + ("" if target else "; information only")
                               + f"; door: {cpu_note(cpu_door, n)}; native: {cpu_note(cpu_nat, n)}")
             details[f"c{conc}"] = runs
@@ -1762,36 +1788,26 @@ class Bench:
         details["list_ms"] = ms
 
     def door_big(self, c, details):
-        cfg = self.cfg
         src = self.big_src()
         size = os.path.getsize(src)
         mb = size / MiB
-        rates = {"native": {"upload": [], "download": []}, "door": {"upload": [], "download": []}}
-        best = {"native": {}, "door": {}}  # side -> phase -> (MB/s, cpu, argv)
-        for k in range(cfg.repeat):
-            order = ("native", "door") if k % 2 == 0 else ("door", "native")
-            for ph in ("upload", "download"):
-                for side in order:
-                    if ph == "upload":
-                        os.sync()
-                    res, argv, cpu = self.door_run(c, side, "--objects", 1, "--file", src,
-                                                   "--user", f"door-{side}-big", "--phases", ph)
-                    r = res["phases"][ph]
-                    if r.get("bytes") != size:
-                        raise CmdFailed(f"{show(argv)}: moved {r.get('bytes')} bytes, "
-                                        f"expected {size}")
-                    rates[side][ph].append(r["mb_per_s"])
-                    if ph not in best[side] or r["mb_per_s"] > best[side][ph][0]:
-                        best[side][ph] = (r["mb_per_s"], cpu, argv)
+
+        def run(side, ph):
+            if ph == "upload":
+                os.sync()
+            return self.door_run(c, side, "--objects", 1, "--file", src,
+                                 "--user", f"door-{side}-big", "--phases", ph)
+        best, runs = self.rotated_rounds(("native", "door"), ("upload", "download"), run,
+                                         "mb_per_s", self.check_bytes(size))
         for ph, what in (("upload", f"PUT of {mb:.0f} MiB through the door (MB/s)"),
                          ("download", f"GET of {mb:.0f} MiB through the door, MD5 checked "
                                       f"(MB/s)")):
-            r_door, cpu_door, argv_door = best["door"][ph]
-            r_nat, cpu_nat, argv_nat = best["native"][ph]
+            r_door, argv_door, _, cpu_door = best["door"][ph]
+            r_nat, argv_nat, _, cpu_nat = best["native"][ph]
             self.row(what, r_door, "MB/s", argv_door, r_nat, "native protocol, same file",
                      argv_nat, ("ratio>=", 0.80, "≥ 0.80 × native"),
                      note=f"door: {cpu_note(cpu_door)}; native: {cpu_note(cpu_nat)}")
-        details["big"] = {"bytes": size, "MBps": rates}
+        details["big"] = {"bytes": size, "MBps": self.rates_of(runs)}
 
     # -- swift: real OpenStack Swift beside oss ------------------------------------------
 
@@ -1839,10 +1855,6 @@ class Bench:
 
     SIDES = ("swift", "door", "native")
 
-    def swift_order(self, k):
-        """The sides' order in round k: rotated, so a burst of others' load hits each alike."""
-        return self.SIDES[k % 3:] + self.SIDES[:k % 3]
-
     def swift_small(self, aio, c, details):
         cfg = self.cfg
         n, size = cfg.swift_objects, cfg.small_size
@@ -1850,20 +1862,12 @@ class Bench:
         verb = {"upload": "PUT", "download": "GET", "delete": "DELETE"}
         tag = os.getpid()
         for conc in cfg.concurrency:
-            best = {side: {} for side in self.SIDES}  # side -> phase -> (ops/s, argv, res, cpu)
-            runs = []
-            for k in range(cfg.repeat):
-                for ph in phases:
-                    for side in self.swift_order(k):
-                        res, argv, cpu = self.swift_run(
-                            aio, c, side, "--objects", n, "--size", size, "--concurrency", conc,
-                            "--user", f"bench-{tag}-c{conc}-{side}", "--phases", ph)
-                        r = res["phases"][ph]
-                        if r["ops"] != n:
-                            raise CmdFailed(f"{show(argv)}: {r['ops']} ops, expected {n}")
-                        runs.append({"side": side, "phase": ph, "result": r, "cpu": cpu})
-                        if ph not in best[side] or r["ops_per_s"] > best[side][ph][0]:
-                            best[side][ph] = (r["ops_per_s"], argv, r, cpu)
+            def run(side, ph):
+                return self.swift_run(aio, c, side, "--objects", n, "--size", size,
+                                      "--concurrency", conc, "--user",
+                                      f"bench-{tag}-c{conc}-{side}", "--phases", ph)
+            best, runs = self.rotated_rounds(self.SIDES, phases, run, "ops_per_s",
+                                             self.check_ops(n))
             for ph in phases:
                 sw, sw_argv, sw_r, sw_cpu = best["swift"][ph]
                 for side, what in (("door", "oss's Swift door"), ("native", "oss native")):
@@ -1894,7 +1898,7 @@ class Bench:
                            "--user", f"{user}-{side}", "--phases", "upload", "--keep")
         try:
             for k in range(runs):
-                for side in self.swift_order(k):
+                for side in self.SIDES[k % 3:] + self.SIDES[:k % 3]:
                     res, argv[side], _ = self.swift_run(aio, c, side, "--objects", n,
                                                         "--user", f"{user}-{side}",
                                                         "--phases", "list")
@@ -1924,37 +1928,28 @@ class Bench:
         size = os.path.getsize(src)
         mb = size / MiB
         user = f"bench-{os.getpid()}-big"
-        rates = {side: {"upload": [], "download": []} for side in self.SIDES}
-        best = {side: {} for side in self.SIDES}  # side -> phase -> (MB/s, argv, cpu)
+
+        def run(side, ph):
+            if ph == "upload":
+                os.sync()
+            return self.swift_run(aio, c, side, "--objects", 1, "--file", src,
+                                  "--user", f"{user}-{side}", "--phases", ph, "--keep")
         try:
-            for k in range(cfg.repeat):
-                for ph in ("upload", "download"):
-                    for side in self.swift_order(k):
-                        if ph == "upload":
-                            os.sync()
-                        res, argv, cpu = self.swift_run(aio, c, side, "--objects", 1, "--file",
-                                                        src, "--user", f"{user}-{side}",
-                                                        "--phases", ph, "--keep")
-                        r = res["phases"][ph]
-                        if r.get("bytes") != size:
-                            raise CmdFailed(f"{show(argv)}: moved {r.get('bytes')} bytes, "
-                                            f"expected {size}")
-                        rates[side][ph].append(r["mb_per_s"])
-                        if ph not in best[side] or r["mb_per_s"] > best[side][ph][0]:
-                            best[side][ph] = (r["mb_per_s"], argv, cpu)
+            best, runs = self.rotated_rounds(self.SIDES, ("upload", "download"), run,
+                                             "mb_per_s", self.check_bytes(size))
         finally:
             self.swift_run(aio, c, "swift", "--objects", 1, "--file", src,
                            "--user", f"{user}-swift", "--phases", "delete")
         for ph, verb in (("upload", "PUT"), ("download", "GET")):
-            sw, sw_argv, sw_cpu = best["swift"][ph]
+            sw, sw_argv, _, sw_cpu = best["swift"][ph]
             for side, what in (("door", "oss's Swift door"), ("native", "oss native")):
-                rate, argv, cpu = best[side][ph]
+                rate, argv, _, cpu = best[side][ph]
                 self.row(f"{verb} of {mb:.0f} MiB: {what} vs Swift 2.30 (MB/s)", rate, "MB/s",
                          argv, sw, "Swift 2.30, same file", sw_argv, None,
                          note=f"information; server CPU s: oss {cpu['server']:.2f}, Swift "
                               f"{sw_cpu['server']:.2f}; client CPU s: oss {cpu['client']:.2f}, "
                               f"Swift side {sw_cpu['client']:.2f}")
-        details["big"] = {"bytes": size, "MBps": rates}
+        details["big"] = {"bytes": size, "MBps": self.rates_of(runs)}
 
     # -- driver ----------------------------------------------------------------------------
 
