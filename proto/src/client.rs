@@ -463,7 +463,25 @@ impl Client {
                 Some(m) => m.buffer(),
                 None => std::mem::take(&mut spare),
             };
-            match c.read_chunk(&mut buf).await? {
+            let chunk = match c.read_chunk(&mut buf).await {
+                Ok(chunk) => chunk,
+                // The proxy went away mid-body (a restart): go on from where it stopped, on
+                // a new connection, if the same version is still there.
+                Err(e) if transient(&e) => {
+                    let rest = ClientRequest::Download {
+                        name: name.clone(),
+                        offset: got_offset + total,
+                        len: Some(got_len - total),
+                    };
+                    c = self.resume(&rest, &meta, e).await?;
+                    if md5.is_none() {
+                        spare = buf;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match chunk {
                 Chunk::Data(n) => {
                     buf.truncate(n);
                     writer.write_all(&buf).await?;
@@ -494,6 +512,30 @@ impl Client {
         writer.flush().await?;
         self.put_back(c);
         Ok(meta)
+    }
+
+    /// Asks for the rest of a download cut short; the connection comes back positioned at
+    /// its body if the version is the one the download began with (else [`WireError::Stale`]:
+    /// mixing two versions' bytes would be corruption).
+    async fn resume(
+        &self,
+        rest: &ClientRequest,
+        meta: &ObjectMeta,
+        cut: Error,
+    ) -> Result<Connection> {
+        tracing::debug!(proxy = %self.addr, error = %cut, "download cut short; resuming");
+        match self.exchange(rest).await? {
+            (c, Response::Object { meta: now, .. })
+                if now.timestamp == meta.timestamp && now.md5 == meta.md5 =>
+            {
+                Ok(c)
+            }
+            // Dropped, not pooled: its body is unread.
+            (_, Response::Object { meta: now, .. }) => Err(Error::Remote(WireError::Stale {
+                current: now.timestamp,
+            })),
+            (_, other) => Err(unexpected(other)),
+        }
     }
 
     /// Reads a range into memory (for small reads such as FUSE's); `len` is bounded by the caller.

@@ -621,6 +621,13 @@ pub enum StorageRequest {
     TakeQuarantined,
     /// Which partitions hold at least one file (object or tombstone). Answer: `Partitions`.
     ListPartitions,
+    /// Deletes these versions of a partition's names (objects or tombstones) where this
+    /// server still holds exactly them, not newer ones: the copies a stand-in handed back to
+    /// the owners. Answer: `Ok`.
+    DropVersions {
+        part: u32,
+        versions: Vec<(ObjectName, Timestamp)>,
+    },
 }
 
 /// The state of one replica, as `Check` finds it.
@@ -722,6 +729,24 @@ pub struct ClusterStatus {
     pub replicas: u8,
     pub servers: Vec<ServerStatus>,
     pub jobs: Vec<Progress>,
+    pub replicator: ReplicatorStatus,
+}
+
+/// The proxy's replicator: copies stand-ins took while an owner was down, going home.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatorStatus {
+    /// Full passes (every server asked which partitions it holds) since the proxy started.
+    pub passes: u64,
+    /// When the last pass ended (µs since the epoch), 0 if none yet.
+    pub last_pass_end: Timestamp,
+    /// How long it took, in µs.
+    pub last_pass_micros: u64,
+    /// Partition copies on stand-ins still waiting for their owners (the backlog).
+    pub pending: u64,
+    /// Partition copies handed back to their owners since the proxy started.
+    pub handed_back: u64,
+    /// Versions (objects and tombstones) those hand-backs copied to owners.
+    pub versions_copied: u64,
 }
 
 /// Every answer, from proxy or storage server.

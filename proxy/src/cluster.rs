@@ -58,6 +58,8 @@ pub struct Proxy {
     pub throttle: oss_proto::auth::Throttle,
     /// Containers made through the Swift door, and the account's metadata.
     pub containers: crate::containers::Containers,
+    /// Copies stand-ins hold for partitions they do not own, until they go home.
+    pub strays: crate::replicator::Strays,
 }
 
 impl Proxy {
@@ -125,6 +127,7 @@ impl Proxy {
             work: Notify::new(),
             admin: tokio::sync::Mutex::new(()),
             started: Instant::now(),
+            strays: Default::default(),
         }))
     }
 
@@ -218,13 +221,29 @@ impl Proxy {
     /// loaded machine misses a deadline now and then); trying costs a timeout, while
     /// refusing outright fails a read that may well succeed. (Writes go to stand-ins
     /// instead.) A server that stays down is declared offline and leaves the replica set.
-    pub fn read_members(&self, name: &ObjectName) -> (u32, Vec<Member>) {
+    /// Second: the live stand-ins that took writes of the partition and have not handed
+    /// them back yet (the version an owner missed may be there only).
+    pub fn read_members(&self, name: &ObjectName) -> (u32, Vec<Member>, Vec<Member>) {
         let (part, live) = self.live_members(name);
-        if live.is_empty() {
-            (part, self.replica_members(part))
+        let owners = if live.is_empty() {
+            self.replica_members(part)
         } else {
-            (part, live)
-        }
+            live
+        };
+        let strays = self
+            .strays
+            .holders(part)
+            .into_iter()
+            .filter(|id| !owners.iter().any(|m| m.id == *id))
+            .filter_map(|id| self.addr_of(id).map(|addr| Member { id, addr }))
+            .filter(|m| self.backends.health.is_up(&m.addr))
+            .collect();
+        (part, owners, strays)
+    }
+
+    /// The address of a device of the ring (current or planned).
+    pub fn addr_of(&self, id: DevId) -> Option<String> {
+        self.state.locked().addr_of(id).map(str::to_owned)
     }
 
     /// Who replaces a write target that failed: a live member of the partition's current
@@ -257,8 +276,15 @@ impl Proxy {
     }
 
     /// A live server outside the partition's replica set and `exclude`, chosen the same
-    /// way by every caller (the ring's handoff order).
+    /// way by every caller (the ring's handoff order). Recorded as a stray holder: a write
+    /// is about to land there.
     pub fn stand_in(&self, part: u32, exclude: &[DevId]) -> Option<Member> {
+        let m = self.pick_stand_in(part, exclude)?;
+        self.strays.record(part, m.id);
+        Some(m)
+    }
+
+    fn pick_stand_in(&self, part: u32, exclude: &[DevId]) -> Option<Member> {
         let st = self.state.locked();
         let mut excl: Vec<DevId> = exclude.to_vec();
         excl.extend(st.replica_set(part));
@@ -376,6 +402,7 @@ impl Proxy {
             replicas: st.ring.replicas,
             servers,
             jobs,
+            replicator: self.strays.status(),
         }
     }
 

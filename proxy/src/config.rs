@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use oss_proto::auth::Key;
+/// Shared with `oss-storaged`, which takes durations the same way.
+pub use oss_proto::flags::parse_duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,6 +38,9 @@ pub struct Config {
     /// A client connection that has not sent its next request header (or finished its
     /// login) within this long is closed: silent and trickling connections do not pile up.
     pub idle_timeout: Duration,
+    /// How often the replicator asks every server which partitions it holds, to find
+    /// stand-in copies no write recorded (a proxy restart forgets them).
+    pub replicate_interval: Duration,
 }
 
 impl Config {
@@ -54,46 +59,7 @@ impl Config {
             commit_timeout: Duration::from_secs(120),
             quarantine_poll: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(60),
+            replicate_interval: Duration::from_secs(30),
         }
-    }
-}
-
-/// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5y").is_err());
     }
 }

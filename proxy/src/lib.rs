@@ -10,6 +10,7 @@
 //! - [`object`]: the data path: upload, server-side copy, download, stat, delete.
 //! - [`listing`]: listing pages merged from every server's sorted index.
 //! - [`repair`]: the one copy mechanism (object, partition) and everything built on it.
+//! - [`replicator`]: stand-in copies going home, recorded on write and found by passes.
 //! - [`worker`]: background work: disk checks, partition moves, quarantine repair, repair passes.
 //! - [`server`]: accepting clients, their logins, and dispatching their requests (with the
 //!   one permission check).
@@ -24,6 +25,7 @@ pub mod health;
 pub mod listing;
 pub mod object;
 pub mod repair;
+pub mod replicator;
 pub mod server;
 pub mod state;
 pub mod swift;
@@ -58,6 +60,7 @@ pub async fn run(
         tokio::spawn(worker::health_loop(proxy.clone())),
         tokio::spawn(worker::move_worker(proxy.clone())),
         tokio::spawn(worker::quarantine_loop(proxy.clone())),
+        tokio::spawn(replicator::run(proxy.clone())),
     ];
     let (stop, stopped) = tokio::sync::watch::channel(());
     let door = http.map(|h| {

@@ -51,6 +51,10 @@ struct Args {
     /// disconnected.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: std::time::Duration,
+    /// How often the replicator asks every storage server which partitions it holds, so
+    /// that copies on stand-ins go home even when no write recorded them.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    replicate_interval: std::time::Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +92,11 @@ fn real_main() -> anyhow::Result<()> {
         "--idle-timeout must be more than 0"
     );
     cfg.idle_timeout = args.idle_timeout;
+    anyhow::ensure!(
+        !args.replicate_interval.is_zero(),
+        "--replicate-interval must be more than 0"
+    );
+    cfg.replicate_interval = args.replicate_interval;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -287,15 +287,18 @@ async fn put_once<S: BodySource>(
     let md5 = match trailer.md5 {
         Some(m) => m,
         None => {
-            let (md5, superseded) =
+            let (md5, n) =
                 prepare(proxy, name, timestamp, need, &mut targets, &mut last_err).await?;
-            stored = superseded;
+            stored = n;
             md5
         }
     };
     // Collect the answers: the servers fsync in parallel.
     let mut mismatch = None;
     let mut holders: Vec<Member> = Vec::new();
+    // A replica already holds a newer version: this write is overwritten, and making that
+    // newer version durable is its own writer's business.
+    let mut superseded = stored > 0;
     for t in targets.iter_mut() {
         let Some(mut c) = t.conn.take() else { continue };
         match proxy.backends.committed(c.read_response()).await {
@@ -311,6 +314,7 @@ async fn put_once<S: BodySource>(
                     return Err(PutError::Done(clock_error(name)));
                 }
                 stored += 1;
+                superseded = true;
                 proxy.backends.put_back(&t.member.addr, c);
             }
             Err(Error::Remote(e @ WireError::Md5Mismatch { .. })) => mismatch = Some(e),
@@ -332,9 +336,12 @@ async fn put_once<S: BodySource>(
     if let Some(e) = mismatch {
         return Err(PutError::Done(e));
     }
-    // Servers lost mid-upload: their replicas are made on stand-ins from a committed one,
-    // as if those servers had been down from the start; the upload is acknowledged only
-    // once `need` replicas are durable.
+    if superseded {
+        return Ok(meta);
+    }
+    // Servers lost mid-upload (or refusing it: a full disk): their replicas are made on
+    // stand-ins from a committed one, as if those servers had been down from the start;
+    // the upload is acknowledged only once `need` replicas are durable.
     if stored < need && !holders.is_empty() {
         stored += complete_replicas(proxy, &meta, part, &holders, &mut tried, need - stored).await;
     }

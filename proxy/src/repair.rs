@@ -29,11 +29,14 @@ pub struct Whole {
     pub holders: Vec<Member>,
 }
 
-/// Asks every live member for its version, then copies the newest version to members that
-/// lack it — before the caller answers its client.
+/// Asks every live member (and every stand-in still holding writes of the partition) for
+/// its version, then copies the newest version to members that lack it — before the caller
+/// answers its client. A stand-in may be read from; it is never repaired.
 pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, WireError> {
-    let (part, members) = proxy.read_members(name);
-    if members.is_empty() {
+    let (part, owners, strays) = proxy.read_members(name);
+    let n_owners = owners.len();
+    let members: Vec<Member> = owners.into_iter().chain(strays).collect();
+    if n_owners == 0 {
         return Err(WireError::Unavailable(format!(
             "no storage server holding {name} is online"
         )));
@@ -85,7 +88,8 @@ pub async fn make_whole(proxy: &Arc<Proxy>, name: &ObjectName) -> Result<Whole, 
     for (i, m) in &answers {
         match m {
             Some(m) if m.timestamp == newest.timestamp => holders.push(members[*i].clone()),
-            _ => lagging.push(members[*i].clone()),
+            _ if *i < n_owners => lagging.push(members[*i].clone()),
+            _ => {}
         }
     }
     for to in lagging {
@@ -204,6 +208,24 @@ pub async fn sync_partition(
     sources: &[String],
     dests: &[String],
 ) -> Result<(u64, u64), Error> {
+    sync_views(proxy, part, sources, dests)
+        .await
+        .map(|s| (s.objects, s.bytes))
+}
+
+/// What [`sync_views`] did, and what every server it listed held before.
+struct Synced {
+    objects: u64,
+    bytes: u64,
+    views: HashMap<String, HashMap<String, ObjectMeta>>,
+}
+
+async fn sync_views(
+    proxy: &Arc<Proxy>,
+    part: u32,
+    sources: &[String],
+    dests: &[String],
+) -> Result<Synced, Error> {
     let b = &proxy.backends;
     let mut views: HashMap<String, HashMap<String, ObjectMeta>> = HashMap::new();
     for addr in sources.iter().chain(dests.iter()) {
@@ -246,7 +268,11 @@ pub async fn sync_partition(
             objects += 1;
         }
     }
-    Ok((objects, bytes))
+    Ok(Synced {
+        objects,
+        bytes,
+        views,
+    })
 }
 
 /// `oss check NAME`: each replica's state; anything not good is repaired first, then the
@@ -409,22 +435,34 @@ pub async fn revert_strays(
     Ok(dropped)
 }
 
+/// Versions named in one `DropVersions` request (a few hundred KiB at most).
+const DROP_BATCH: usize = 1000;
+
 /// A server that should not hold `part` hands it over: whatever it has that the owners
-/// lack (newer versions only: timestamps decide) is copied to them, then it drops the
-/// partition.
-async fn hand_over(
+/// lack (newer versions only: timestamps decide) is copied to them, then it drops exactly
+/// the versions it held when listed, so a write landing there meanwhile stays (for the
+/// next hand-over). Returns the versions copied.
+pub async fn hand_over(
     proxy: &Arc<Proxy>,
     part: u32,
     from: &str,
     owners: &[String],
-) -> Result<(), Error> {
-    sync_partition(proxy, part, &[from.to_owned()], owners).await?;
-    match proxy
-        .backends
-        .call(from, &StorageRequest::DropPartition { part })
-        .await?
-    {
-        Response::Ok => Ok(()),
-        other => Err(unexpected(other)),
+) -> Result<u64, Error> {
+    let synced = sync_views(proxy, part, &[from.to_owned()], owners).await?;
+    let held: Vec<(ObjectName, oss_proto::Timestamp)> = synced
+        .views
+        .get(from)
+        .map(|v| v.values().map(|m| (m.name.clone(), m.timestamp)).collect())
+        .unwrap_or_default();
+    for batch in held.chunks(DROP_BATCH) {
+        let req = StorageRequest::DropVersions {
+            part,
+            versions: batch.to_vec(),
+        };
+        match proxy.backends.call(from, &req).await? {
+            Response::Ok => {}
+            other => return Err(unexpected(other)),
+        }
     }
+    Ok(synced.objects)
 }

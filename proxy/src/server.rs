@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oss_proto::admission::LoginQueue;
 use oss_proto::auth::Verifier;
-use oss_proto::sync::Locked;
 
 use oss_proto::wire::{ClientRequest, Connection, Error, Response, WireError};
 use tokio::net::TcpListener;
@@ -18,45 +18,10 @@ use crate::object::{self, Outcome};
 use crate::users::ADMIN;
 use crate::{repair, worker};
 
-/// Connections still logging in, at most: beyond, the oldest is dropped for the newcomer.
-/// A flood of silent connections then costs a behaving client nothing (it logs in within
-/// milliseconds, long before a few hundred newer ones push it out), and each silent one
-/// is gone after `--idle-timeout` anyway.
-pub const MAX_LOGGING_IN: usize = 256;
-
-/// The connections that have not finished their login, oldest first: each can be told to
-/// give up.
-#[derive(Default)]
-struct Pending {
-    next: u64,
-    queue: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
-}
-
-impl Pending {
-    /// Registers a new connection; evicts the oldest beyond [`MAX_LOGGING_IN`].
-    fn admit(&mut self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let id = self.next;
-        self.next += 1;
-        self.queue.push_back((id, tx));
-        if self.queue.len() > MAX_LOGGING_IN {
-            if let Some((_, oldest)) = self.queue.pop_front() {
-                let _ = oldest.send(());
-            }
-        }
-        (id, rx)
-    }
-
-    fn done(&mut self, id: u64) {
-        if let Some(i) = self.queue.iter().position(|(x, _)| *x == id) {
-            self.queue.remove(i);
-        }
-    }
-}
-
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
+    // At most `admission::MAX_LOGGING_IN` connections log in at once; beyond, the oldest go.
+    let logging_in = LoginQueue::default();
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -67,19 +32,10 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Futu
                 Ok((stream, peer)) => {
                     let p = proxy.clone();
                     let span = tracing::info_span!("client", %peer);
-                    let pending = pending.clone();
-                    let (id, evicted) = pending.locked().admit();
+                    let ticket = logging_in.admit();
                     tokio::spawn(async move {
                         let mut conn = Connection::new(stream);
-                        let login = tokio::select! {
-                            l = login(&p, &mut conn, peer) => l,
-                            _ = evicted => {
-                                debug!(%peer, "too many connections logging in; dropped the oldest");
-                                None
-                            }
-                        };
-                        pending.locked().done(id);
-                        if let Some(login) = login {
+                        if let Some(Some(login)) = ticket.login(login(&p, &mut conn, peer)).await {
                             serve_requests(p, conn, login).await;
                         }
                     }.instrument(span));
@@ -371,29 +327,6 @@ mod tests {
 
     fn name(s: &str) -> ObjectName {
         ObjectName::parse(s).unwrap()
-    }
-
-    #[test]
-    fn a_flood_of_logins_evicts_the_oldest_not_the_newest() {
-        let mut p = Pending::default();
-        let mut waiting: Vec<_> = (0..MAX_LOGGING_IN).map(|_| p.admit()).collect();
-        // Finished logins leave the queue: they are never evicted.
-        let (done, mut done_rx) = waiting.remove(0);
-        p.done(done);
-        let (_, mut newest) = p.admit();
-        let (_, mut newer) = p.admit();
-        // One over the limit: the oldest still waiting (the second admitted) is told to go.
-        assert!(
-            waiting[0].1.try_recv().is_ok(),
-            "the oldest was not evicted"
-        );
-        assert!(
-            waiting[1].1.try_recv().is_err(),
-            "more than the oldest went"
-        );
-        assert!(newest.try_recv().is_err() && newer.try_recv().is_err());
-        assert!(done_rx.try_recv().is_err(), "a finished login was evicted");
-        assert_eq!(p.queue.len(), MAX_LOGGING_IN);
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub fn span(req: &StorageRequest) -> Span {
         StorageRequest::Audit => info_span!("audit"),
         StorageRequest::TakeQuarantined => info_span!("take_quarantined"),
         StorageRequest::ListPartitions => info_span!("list_partitions"),
+        StorageRequest::DropVersions { part, versions } => {
+            info_span!("drop_versions", part, n = versions.len())
+        }
     }
 }
 
@@ -108,6 +111,7 @@ pub async fn handle(ctx: &Ctx, conn: &mut Connection, req: StorageRequest) -> Co
         StorageRequest::Audit => ctx.auditor.run_pass().await.map(Response::Audited),
         StorageRequest::TakeQuarantined => Ok(Response::Quarantined(ctx.store.take_quarantined())),
         StorageRequest::ListPartitions => Ok(Response::Partitions(ctx.store.partitions())),
+        StorageRequest::DropVersions { part, versions } => drop_versions(ctx, part, versions).await,
     };
     reply(ctx, conn, answer, started).await
 }
@@ -201,6 +205,20 @@ async fn check(ctx: &Ctx, name: ObjectName) -> Result<Response, StoreError> {
 async fn drop_partition(ctx: &Ctx, part: u32) -> Result<Response, StoreError> {
     let n = blocking(ctx, move |s| s.drop_partition(part)).await?;
     tracing::info!(removed = n, "partition dropped");
+    Ok(Response::Ok)
+}
+
+async fn drop_versions(
+    ctx: &Ctx,
+    part: u32,
+    versions: Vec<(ObjectName, Timestamp)>,
+) -> Result<Response, StoreError> {
+    for (name, _) in &versions {
+        Store::check_part(name, part)?;
+    }
+    let asked = versions.len();
+    let n = blocking(ctx, move |s| s.drop_versions(part, &versions)).await?;
+    tracing::info!(asked, removed = n, "handed-back versions dropped");
     Ok(Response::Ok)
 }
 

@@ -38,6 +38,11 @@ pub struct Config {
     /// Longest wait for one frame from a peer in the middle of a request, or for a peer to
     /// take one of ours. A stalled client cannot pin a temp file or a descriptor longer.
     pub frame_timeout: Duration,
+    /// A logged-in connection that sends no next request header within this long is
+    /// closed, and a login must finish within it (and within `frame_timeout`). Long by
+    /// default: the proxy pools its connections, pings through them every 500 ms, and
+    /// notices a closed one before reusing it, so only forgotten connections reach it.
+    pub idle_timeout: Duration,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
 }
@@ -50,6 +55,7 @@ impl Config {
             audit_interval: Some(Duration::from_secs(600)),
             audit_rate: 50_000_000,
             frame_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
         }
     }

@@ -1,5 +1,5 @@
 //! `oss-storaged --listen ADDR --data DIR --secret-file FILE [--audit-interval SECS]
-//! [--audit-rate MBPS]`
+//! [--audit-rate MBPS] [--idle-timeout DURATION]`
 //!
 //! Parses flags, sets up logging, opens the store, binds, prints
 //! `oss-storaged listening on <addr>` on stdout, and serves until SIGTERM or SIGINT.
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use oss_proto::flags::parse_duration;
 use oss_storaged::{Config, Server};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -35,6 +36,10 @@ struct Args {
     /// Audit read rate in megabytes (10^6 bytes) per second; 0 = unlimited.
     #[arg(long, value_name = "MBPS", default_value_t = 50)]
     audit_rate: u64,
+    /// A connection that sends no next request (or does not finish logging in) for this
+    /// long is closed (`500ms`, `30s`, `5m`, or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    idle_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     cfg.audit_interval =
         (args.audit_interval > 0).then(|| Duration::from_secs(args.audit_interval));
     cfg.audit_rate = args.audit_rate.saturating_mul(1_000_000);
+    anyhow::ensure!(
+        !args.idle_timeout.is_zero(),
+        "--idle-timeout must be more than 0"
+    );
+    cfg.idle_timeout = args.idle_timeout;
     let server = tokio::task::spawn_blocking(move || Server::open(cfg)).await??;
     let listener = TcpListener::bind(&args.listen)
         .await

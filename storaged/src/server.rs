@@ -1,8 +1,12 @@
 //! The accept loop and the per-connection loop.
 //!
 //! Each connection: handshake, then read a request, handle it, repeat. A malformed frame or
-//! any protocol error closes that connection only. On shutdown the listener closes, idle
-//! connections close, and requests in flight get [`Config::shutdown_grace`] to finish.
+//! any protocol error closes that connection only. A login must finish within
+//! [`Config::frame_timeout`] and [`Config::idle_timeout`], and at most
+//! [`MAX_LOGGING_IN`](oss_proto::admission::MAX_LOGGING_IN) connections log in at once (the
+//! oldest dropped beyond, as in the proxy); a logged-in connection that sends nothing for
+//! [`Config::idle_timeout`] is closed. On shutdown the listener closes, idle connections
+//! close, and requests in flight get [`Config::shutdown_grace`] to finish.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +14,7 @@ use std::time::Duration;
 
 use std::time::Instant;
 
+use oss_proto::admission::{LoginQueue, Ticket};
 use oss_proto::auth::{Throttle, Verifier};
 use oss_proto::wire::{Connection, Error as WireIoError, Response, StorageRequest, CLUSTER_USER};
 use oss_proto::WireError;
@@ -85,6 +90,7 @@ impl Server {
             .filter(|d| !d.is_zero())
             .map(|d| tokio::spawn(ctx.auditor.clone().run_periodic(d)));
         let mut conns = JoinSet::new();
+        let logging_in = LoginQueue::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -92,7 +98,11 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let span = tracing::info_span!("conn", %peer);
-                        conns.spawn(serve_conn(ctx.clone(), stream, peer, stop_rx.clone()).instrument(span));
+                        let ticket = logging_in.admit();
+                        conns.spawn(
+                            serve_conn(ctx.clone(), stream, peer, ticket, stop_rx.clone())
+                                .instrument(span),
+                        );
                     }
                     Err(e) => {
                         // Usually out of descriptors: back off instead of spinning.
@@ -133,40 +143,32 @@ async fn serve_conn(
     ctx: Arc<Ctx>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
+    ticket: Ticket,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn = Connection::new(stream);
-    let delay = ctx.throttle.delay(peer.ip(), Instant::now());
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    // Only the cluster user, with the cluster secret: a fresh salt every time, since this
-    // server holds the secret itself.
-    let secret = &ctx.cfg.secret;
-    let login = conn.accept_hello(secret, |user| {
-        (user == CLUSTER_USER).then(|| Verifier::new(secret))
-    });
-    match tokio::time::timeout(ctx.cfg.frame_timeout, login).await {
-        Ok(Ok(_)) => ctx.throttle.succeeded(peer.ip()),
-        Ok(Err(WireIoError::Remote(WireError::AuthFailed(why)))) => {
-            tracing::warn!(%peer, %why, "refused a peer that does not know the cluster secret");
-            ctx.throttle.failed(peer.ip(), Instant::now());
-            return;
-        }
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!("handshake timed out");
-            return;
-        }
+    let logged_in = tokio::select! {
+        l = ticket.login(login(&ctx, &mut conn, peer)) => l == Some(true),
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    if !logged_in {
+        return;
     }
     loop {
-        // Between requests a connection may idle as long as it likes (the proxy pools
-        // them), but not past a shutdown.
+        // Between requests a connection may idle (the proxy pools them), but not past
+        // --idle-timeout nor past a shutdown.
+        let next = tokio::time::timeout(ctx.cfg.idle_timeout, conn.read_header::<StorageRequest>());
         let req = tokio::select! {
-            r = conn.read_header::<StorageRequest>() => r,
+            r = next => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!(
+                        idle_timeout = ?ctx.cfg.idle_timeout,
+                        "idle past --idle-timeout; closing the connection"
+                    );
+                    return;
+                }
+            },
             _ = stop.wait_for(|s| *s) => return,
         };
         match req {
@@ -189,6 +191,40 @@ async fn serve_conn(
                 .await;
                 return;
             }
+        }
+    }
+}
+
+/// The handshake: only the cluster user, with the cluster secret, within the login
+/// deadline (the shorter of `frame_timeout` and `idle_timeout`). True once logged in.
+async fn login(ctx: &Ctx, conn: &mut Connection, peer: std::net::SocketAddr) -> bool {
+    let delay = ctx.throttle.delay(peer.ip(), Instant::now());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    // A fresh salt every time, since this server holds the secret itself.
+    let secret = &ctx.cfg.secret;
+    let attempt = conn.accept_hello(secret, |user| {
+        (user == CLUSTER_USER).then(|| Verifier::new(secret))
+    });
+    let deadline = ctx.cfg.frame_timeout.min(ctx.cfg.idle_timeout);
+    match tokio::time::timeout(deadline, attempt).await {
+        Ok(Ok(_)) => {
+            ctx.throttle.succeeded(peer.ip());
+            true
+        }
+        Ok(Err(WireIoError::Remote(WireError::AuthFailed(why)))) => {
+            tracing::warn!(%peer, %why, "refused a peer that does not know the cluster secret");
+            ctx.throttle.failed(peer.ip(), Instant::now());
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "handshake failed");
+            false
+        }
+        Err(_) => {
+            tracing::info!("handshake timed out");
+            false
         }
     }
 }

@@ -10,12 +10,13 @@ use oss_proto::name::hex;
 use oss_proto::wire::Credentials;
 use oss_proto::wire::{
     Chunk, Connection, Error, ListQuery, PutDecision, ReplicaState, Response, StorageRequest,
-    UploadTrailer, CHUNK, LIST_PAGE, MAX_LIST_LIMIT,
+    UploadTrailer, CHUNK, KIND_HEADER, LIST_PAGE, MAX_LIST_LIMIT,
 };
 use oss_proto::{ObjectMeta, ObjectName, WireError};
 use oss_storaged::store::Announced;
 use oss_storaged::{run, Config, Store};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 const T: Duration = Duration::from_secs(10);
@@ -62,12 +63,18 @@ struct TestServer {
 }
 
 async fn start(dir: &Path) -> TestServer {
+    start_with(dir, |_| {}).await
+}
+
+/// A server with the tests' settings, then `tune`'s.
+async fn start_with(dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut cfg = Config::new(dir, secret());
     cfg.audit_interval = None;
     cfg.audit_rate = 0;
     cfg.frame_timeout = Duration::from_secs(2);
+    tune(&mut cfg);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(run(listener, cfg, async move {
         let _ = rx.await;
@@ -548,7 +555,7 @@ fn binary_contract() {
     let keys = tempfile::tempdir().unwrap();
     let secret = secret_file(keys.path());
     let mut child = Command::new(exe)
-        .args(["--listen", "127.0.0.1:0", "--data"])
+        .args(["--listen", "127.0.0.1:0", "--idle-timeout", "30s", "--data"])
         .arg(dir.path())
         .arg("--secret-file")
         .arg(&secret)
@@ -616,6 +623,21 @@ fn binary_contract() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on"), "{err}");
+
+    // An idle timeout that is not a duration, or is none.
+    for (bad, why) in [("fast", "invalid duration"), ("0", "more than 0")] {
+        let out = Command::new(exe)
+            .args(["--listen", "127.0.0.1:0", "--idle-timeout", bad, "--data"])
+            .arg(dir.path())
+            .arg("--secret-file")
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--idle-timeout {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+        assert!(out.stdout.is_empty());
+    }
 }
 
 /// A 4 MiB tmpfs mounted for one test and unmounted when dropped.
@@ -738,4 +760,143 @@ async fn prepared_uploads_commit_only_on_the_proxys_word() {
         }
     }
     srv.stop.take().unwrap().send(()).unwrap();
+}
+
+/// True when the server closes `s` (end of stream, or a reset) within `limit`.
+async fn closed_within(s: &mut (impl AsyncRead + Unpin), limit: Duration) -> bool {
+    let mut b = [0u8; 64];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A connection that never logs in, but is never quite silent either: it sends the start of
+/// a header frame that announces 255 bytes, one byte a second. Returns its read half.
+async fn trickler(addr: &str) -> tokio::net::tcp::OwnedReadHalf {
+    let (rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    tokio::spawn(async move {
+        let mut frame = vec![KIND_HEADER, 0, 0, 0, 255];
+        frame.resize(5 + 255, 0);
+        for b in frame {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    rd
+}
+
+/// Hundreds of connections that never speak, and one that trickles, do not keep a peer that
+/// behaves from logging in: beyond the login limit the oldest are dropped at once, and the
+/// peer is served as if they were not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_crowd_out_a_login() {
+    const SILENT: usize = 300;
+    const { assert!(SILENT > oss_proto::admission::MAX_LOGGING_IN) };
+    let dir = tempfile::tempdir().unwrap();
+    // A login deadline far past the end of the test: what closes a silent connection here is
+    // the limit on connections logging in.
+    let mut srv = start_with(dir.path(), |cfg| {
+        cfg.frame_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(&srv.addr).await.unwrap());
+    }
+    let mut trickling = trickler(&srv.addr).await;
+    for i in 0..3 {
+        let mut c = connect(&srv.addr).await;
+        assert!(matches!(
+            call(&mut c, StorageRequest::Ping).await.unwrap(),
+            Response::Pong(_)
+        ));
+        let n = name(&format!("crowd/f{i}"));
+        put(&mut c, &n, 1, b"served past the silent crowd").await;
+        let (_, got, abort) = get(&mut c, &n, 0, None).await.unwrap();
+        assert!(abort.is_none() && got == b"served past the silent crowd");
+    }
+    // The oldest silent one was pushed out (long before its login deadline); the newest and
+    // the trickler still wait.
+    assert!(
+        closed_within(&mut silent[0], Duration::from_secs(60)).await,
+        "the oldest silent connection was not dropped"
+    );
+    assert!(!closed_within(&mut silent[SILENT - 1], Duration::from_millis(200)).await);
+    assert!(!closed_within(&mut trickling, Duration::from_millis(200)).await);
+    // A shutdown does not wait for connections that never logged in.
+    srv.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), &mut srv.task)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .unwrap();
+    for (i, s) in silent.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await,
+            "silent connection {i} open after the shutdown"
+        );
+    }
+}
+
+/// A logged-in connection that sends nothing past `--idle-timeout` is closed; one that keeps
+/// asking stays open. A login is held to the same deadline (when shorter than the frame
+/// timeout), whether the peer is silent or trickles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_busy_ones_stay() {
+    let idle = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_with(dir.path(), |cfg| {
+        cfg.idle_timeout = idle;
+        cfg.frame_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let began = std::time::Instant::now();
+    let mut quiet = connect(&srv.addr).await;
+    let mut busy = connect(&srv.addr).await;
+    let mut silent = TcpStream::connect(&srv.addr).await.unwrap();
+    let mut trickling = trickler(&srv.addr).await;
+    let quiet_end = tokio::spawn(async move { quiet.read_header::<Response>().await });
+    // The busy one asks every 100 ms, far inside the idle timeout, until the quiet one is
+    // gone.
+    let deadline = began + Duration::from_secs(60);
+    let mut asked = 0;
+    while !quiet_end.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle connection was not closed"
+        );
+        assert!(matches!(
+            call(&mut busy, StorageRequest::Ping).await.unwrap(),
+            Response::Pong(_)
+        ));
+        asked += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end = quiet_end.await.unwrap();
+    assert!(
+        matches!(end, Ok(None) | Err(Error::Closed | Error::Io(_))),
+        "{end:?}"
+    );
+    assert!(began.elapsed() >= idle, "closed before its idle timeout");
+    assert!(asked > 1);
+    // And the busy one is still served.
+    for _ in 0..3 {
+        assert!(matches!(
+            call(&mut busy, StorageRequest::Ping).await.unwrap(),
+            Response::Pong(_)
+        ));
+    }
+    // Neither the silent nor the trickling login outlives the idle timeout by much (the
+    // frame timeout alone would give them ten minutes).
+    assert!(closed_within(&mut silent, Duration::from_secs(60)).await);
+    assert!(closed_within(&mut trickling, Duration::from_secs(60)).await);
 }

@@ -207,44 +207,58 @@ impl Drop for TempGuard {
     }
 }
 
+/// How many times a download to a file starts over when the object was replaced while it
+/// ran (a resumed transfer found a newer version): a file can be rewritten, a pipe cannot.
+const RESTARTS: u32 = 3;
+
 async fn to_file(ctx: &Ctx, name: &ObjectName, dest: &Path, tty: bool) -> Result<()> {
     let tmp = temp_path(dest);
     let cannot_write = |e: &std::io::Error| error::local("write", dest, e);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .await
-        .map_err(|e| cannot_write(&e))?;
     let mut guard = TempGuard(Some(tmp.clone()));
-    // Replacing a file keeps its permissions, as `cp` onto an existing file does.
-    if let Ok(m) = tokio::fs::metadata(dest).await {
-        if m.is_file() {
-            let _ = tokio::fs::set_permissions(&tmp, m.permissions()).await;
-        }
-    }
-
     let total = size_for_bar(ctx, name, tty).await?;
-    let mut out = Watch::new(BufWriter::with_capacity(BUF, file));
-    let mut bar = Bar::new(tty, name.as_str(), total);
-    let mut progress = |n| bar.update(n);
-    let transfer = ctx.client.download(name, 0, None, &mut out, &mut progress);
-    let r = tokio::select! {
-        r = transfer => r,
-        // Leaving drops the guard (removing the temp file) and the bar (clearing its line).
-        why = interrupted() => {
-            return Err(CliError { msg: why.into(), code: EXIT_INTERRUPTED }.into());
+    let mut restarts = 0;
+    let out = loop {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .await
+            .map_err(|e| cannot_write(&e))?;
+        // Replacing a file keeps its permissions, as `cp` onto an existing file does.
+        if let Ok(m) = tokio::fs::metadata(dest).await {
+            if m.is_file() {
+                let _ = tokio::fs::set_permissions(&tmp, m.permissions()).await;
+            }
+        }
+        let mut out = Watch::new(BufWriter::with_capacity(BUF, file));
+        let mut bar = Bar::new(tty, name.as_str(), total);
+        let mut progress = |n| bar.update(n);
+        let transfer = ctx.client.download(name, 0, None, &mut out, &mut progress);
+        let r = tokio::select! {
+            r = transfer => r,
+            // Leaving drops the guard (removing the temp file) and the bar (clearing its line).
+            why = interrupted() => {
+                return Err(CliError { msg: why.into(), code: EXIT_INTERRUPTED }.into());
+            }
+        };
+        bar.finish(r.is_ok());
+        match r {
+            Ok(_) => break out,
+            Err(oss_proto::Error::Remote(oss_proto::WireError::Stale { .. }))
+                if restarts < RESTARTS && out.failed().is_none() =>
+            {
+                restarts += 1;
+            }
+            Err(e) => {
+                return Err(match out.failed() {
+                    Some(io) => cannot_write(io),
+                    None => ctx.fail(&e, name.as_str()),
+                }
+                .into())
+            }
         }
     };
-    bar.finish(r.is_ok());
-    if let Err(e) = r {
-        return Err(match out.failed() {
-            Some(io) => cannot_write(io),
-            None => ctx.fail(&e, name.as_str()),
-        }
-        .into());
-    }
     // The library verified the MD5; make the bytes durable, then let them appear.
     let mut buf = out.into_inner();
     buf.flush().await.map_err(|e| cannot_write(&e))?;

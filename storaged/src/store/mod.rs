@@ -893,6 +893,38 @@ impl Store {
                 n += 1;
             }
         }
+        self.remove_part_dir_if_empty(part)?;
+        Ok(n)
+    }
+
+    /// Removes the named versions of a partition where exactly they are held (a newer
+    /// version, written since the caller listed them, stays). Returns how many went.
+    pub fn drop_versions(
+        &self,
+        part: u32,
+        versions: &[(ObjectName, Timestamp)],
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for (name, ts) in versions {
+            let _g = self.lock(name);
+            let held = self.lookup(name);
+            if !held.is_some_and(|e| e.part == part && e.meta.timestamp == *ts) {
+                continue;
+            }
+            match fs::remove_file(self.obj_path(part, name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(format!("removing {name}"), e)),
+            }
+            self.index().remove(name);
+            n += 1;
+        }
+        self.remove_part_dir_if_empty(part)?;
+        Ok(n)
+    }
+
+    /// Syncs a partition's directory after removals, and removes it if nothing is left.
+    fn remove_part_dir_if_empty(&self, part: u32) -> Result<(), StoreError> {
         let dir = self.part_dir(part);
         if dir.exists() {
             fsync_dir(&dir).map_err(|e| StoreError::io("syncing a partition directory", e))?;
@@ -901,7 +933,7 @@ impl Store {
                 fsync_dir(&self.objects).map_err(|e| StoreError::io("syncing objects/", e))?;
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Total and free bytes of the filesystem holding the data directory. Also the disk

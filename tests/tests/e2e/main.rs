@@ -25,6 +25,7 @@ mod fuzz;
 mod heal;
 mod keys;
 mod rebalance;
+mod replicator;
 mod restart;
 mod swift;
 mod swift_clients;
