@@ -628,7 +628,14 @@ pub enum StorageRequest {
         part: u32,
         versions: Vec<(ObjectName, Timestamp)>,
     },
+    /// The digest of every partition held, from partition `from` on: 16 bytes that two
+    /// servers holding the same versions (names and timestamps) of a partition share.
+    /// Answer: `Digests`, at most [`DIGEST_PAGE`] of them.
+    Digests { from: u32 },
 }
+
+/// Partition digests per `Digests` answer (about 1.3 MB).
+pub const DIGEST_PAGE: usize = 65_536;
 
 /// The state of one replica, as `Check` finds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -745,7 +752,11 @@ pub struct ReplicatorStatus {
     pub pending: u64,
     /// Partition copies handed back to their owners since the proxy started.
     pub handed_back: u64,
-    /// Versions (objects and tombstones) those hand-backs copied to owners.
+    /// Partitions whose owners differed (digests) at the last pass: the sync backlog.
+    pub out_of_sync: u64,
+    /// Partitions whose owners a pass brought to the same versions, since the start.
+    pub synced: u64,
+    /// Versions (objects and tombstones) hand-backs and syncs copied, since the start.
     pub versions_copied: u64,
 }
 
@@ -792,6 +803,11 @@ pub enum Response {
     Quarantined(Vec<ObjectName>),
     Status(ClusterStatus),
     Partitions(Vec<u32>),
+    /// (partition, digest) ascending; `more`: ask again from the last partition + 1.
+    Digests {
+        digests: Vec<(u32, [u8; 16])>,
+        more: bool,
+    },
     /// A key line (`NAME:KEY`) to hand to the user; the proxy keeps only its verifier.
     NewKey(String),
     Usage(Usage),

@@ -241,6 +241,16 @@ impl Proxy {
         (part, owners, strays)
     }
 
+    /// The partition's owners in the current ring, if no move of it is queued (while one
+    /// is, its replicas differ by design until the move is done).
+    pub fn settled_owners(&self, part: u32) -> Option<Vec<Member>> {
+        let st = self.state.locked();
+        if st.queue.iter().any(|q| q.mv.part == part) {
+            return None;
+        }
+        Some(Self::members_of(&st, st.ring.replicas_of(part)))
+    }
+
     /// The address of a device of the ring (current or planned).
     pub fn addr_of(&self, id: DevId) -> Option<String> {
         self.state.locked().addr_of(id).map(str::to_owned)

@@ -406,6 +406,29 @@ pub async fn held_partitions(proxy: &Arc<Proxy>, addr: &str) -> Result<Vec<u32>,
     }
 }
 
+/// Every partition's digest on `addr` (see `StorageRequest::Digests`), all pages.
+pub async fn digests(proxy: &Arc<Proxy>, addr: &str) -> Result<HashMap<u32, [u8; 16]>, Error> {
+    let mut out = HashMap::new();
+    let mut from = 0u32;
+    loop {
+        match proxy
+            .backends
+            .call(addr, &StorageRequest::Digests { from })
+            .await?
+        {
+            Response::Digests { digests, more } => {
+                let last = digests.last().map(|d| d.0);
+                out.extend(digests);
+                match (more, last) {
+                    (true, Some(l)) if l < u32::MAX => from = l + 1,
+                    _ => return Ok(out),
+                }
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+}
+
 /// Copies left on a server that does not own their partition (a stand-in took a write
 /// while an owner was down, or a write raced a partition move) are pushed to the owners if
 /// newer, then dropped. Only done while every owner of the partition is up, so no stand-in

@@ -8,10 +8,17 @@
 //!   all up is handed back: the versions the owners lack are copied to them (each copy
 //!   checked against its MD5), then the stand-in drops exactly the versions it listed; one
 //!   written there since stays for the next round.
-//! - Every `--replicate-interval` a pass asks each server which partitions it holds and
-//!   records any it does not own: copies a proxy restart forgot, or writes that raced a move.
+//! - Every `--replicate-interval` a pass asks each server for the digest of every partition
+//!   it holds (16 bytes each, kept up to date by the server's index: the XOR of a hash of
+//!   each version's name and timestamp). A partition it holds but does not own is recorded
+//!   as a stray (copies a proxy restart forgot, or writes that raced a move). A partition
+//!   whose owners' digests differ is synced: each owner gets the newest version of every
+//!   name the others hold (timestamps decide, each copy MD5-checked), so a replica that went
+//!   missing without anyone reading it comes back. At most [`SYNC_PER_PASS`] partitions are
+//!   synced per pass; the rest is the backlog `oss status` shows. Bytes are never compared:
+//!   corruption is the auditor's to find.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,7 +27,10 @@ use oss_proto::sync::Locked;
 use oss_proto::wire::{now_micros, ReplicatorStatus};
 use tracing::{debug, info, warn};
 
-use crate::cluster::Proxy;
+use crate::cluster::{Member, Proxy};
+
+/// Partitions a pass syncs at most; the rest waits for the next pass (rate limit).
+pub const SYNC_PER_PASS: usize = 64;
 
 /// Partition copies held by servers outside the partition's replica set, and the counters
 /// `oss status` shows. Pure bookkeeping: the work is in [`run`].
@@ -85,11 +95,21 @@ impl Strays {
         g.stats.versions_copied += versions;
     }
 
-    fn pass_done(&self, micros: u64) {
+    /// A partition's owners were brought to the same versions, copying `versions`.
+    fn synced(&self, versions: u64) {
+        let mut g = self.inner.locked();
+        g.stats.synced += 1;
+        g.stats.versions_copied += versions;
+    }
+
+    /// A pass ended: it took `micros` and found `out_of_sync` partitions whose owners differ
+    /// (those beyond [`SYNC_PER_PASS`] still do).
+    fn pass_done(&self, micros: u64, out_of_sync: u64) {
         let mut g = self.inner.locked();
         g.stats.passes += 1;
         g.stats.last_pass_end = now_micros();
         g.stats.last_pass_micros = micros;
+        g.stats.out_of_sync = out_of_sync;
     }
 
     pub fn status(&self) -> ReplicatorStatus {
@@ -110,37 +130,92 @@ pub async fn run(proxy: Arc<Proxy>) {
     loop {
         tick.tick().await;
         if Instant::now() >= next_pass {
-            find_strays(&proxy).await;
+            pass(&proxy).await;
             next_pass = Instant::now() + proxy.cfg.replicate_interval;
         }
         hand_back(&proxy).await;
     }
 }
 
-/// Asks every server of the ring that is up which partitions it holds; records those it
-/// does not own.
-pub async fn find_strays(proxy: &Arc<Proxy>) {
+/// One pass: every server's partition digests; strays recorded, owners that differ synced.
+pub async fn pass(proxy: &Arc<Proxy>) {
     let t0 = Instant::now();
-    let mut found = 0usize;
+    let mut held: HashMap<DevId, HashMap<u32, [u8; 16]>> = HashMap::new();
     for m in proxy.listing_servers() {
-        match crate::repair::held_partitions(proxy, &m.addr).await {
-            Ok(parts) => {
-                for part in parts {
-                    if !proxy.replica_members(part).iter().any(|o| o.id == m.id) {
-                        proxy.strays.record(part, m.id);
-                        found += 1;
-                    }
-                }
+        match crate::repair::digests(proxy, &m.addr).await {
+            Ok(d) => {
+                held.insert(m.id, d);
             }
-            Err(e) => debug!(server = %m.addr, error = %e, "replicator: cannot list partitions"),
+            Err(e) => debug!(server = %m.addr, error = %e, "replicator: no digests"),
         }
     }
-    if found > 0 {
-        info!(found, "replicator: stray partition copies found");
+    let mut strays = 0usize;
+    let mut parts: BTreeSet<u32> = BTreeSet::new();
+    for (&dev, d) in &held {
+        for &part in d.keys() {
+            parts.insert(part);
+            if !proxy.replica_members(part).iter().any(|o| o.id == dev) {
+                proxy.strays.record(part, dev);
+                strays += 1;
+            }
+        }
     }
-    proxy
-        .strays
-        .pass_done(t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64);
+    let differing: Vec<(u32, Vec<Member>)> = parts
+        .into_iter()
+        .filter_map(|part| {
+            let owners = proxy.settled_owners(part)?;
+            owners_differ(proxy, &held, part, &owners).then_some((part, owners))
+        })
+        .collect();
+    if strays > 0 || !differing.is_empty() {
+        info!(
+            strays,
+            out_of_sync = differing.len(),
+            "replicator: pass found work"
+        );
+    }
+    let mut left = differing.len();
+    for (part, owners) in differing.into_iter().take(SYNC_PER_PASS) {
+        let addrs: Vec<String> = owners.into_iter().map(|m| m.addr).collect();
+        match crate::repair::sync_partition(proxy, part, &addrs, &addrs).await {
+            Ok((copied, _)) => {
+                proxy.strays.synced(copied);
+                left -= 1;
+                info!(
+                    part,
+                    copied, "replicator: owners brought to the same versions"
+                );
+            }
+            Err(e) => warn!(part, error = %e, "replicator: sync failed"),
+        }
+    }
+    let micros = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+    proxy.strays.pass_done(micros, left as u64);
+}
+
+/// Whether the owners of `part` (all up, all heard from) hold different versions.
+fn owners_differ(
+    proxy: &Proxy,
+    held: &HashMap<DevId, HashMap<u32, [u8; 16]>>,
+    part: u32,
+    owners: &[Member],
+) -> bool {
+    let mut seen: Option<Option<&[u8; 16]>> = None;
+    for o in owners {
+        if !proxy.backends.health.is_up(&o.addr) {
+            return false;
+        }
+        let Some(d) = held.get(&o.id) else {
+            return false;
+        };
+        let mine = d.get(&part);
+        match seen {
+            None => seen = Some(mine),
+            Some(s) if s != mine => return true,
+            Some(_) => {}
+        }
+    }
+    false
 }
 
 /// Hands back every recorded stray whose owners and holder are up.
@@ -192,9 +267,11 @@ mod tests {
         assert!(s.holders(1).is_empty());
         let st = s.status();
         assert_eq!((st.pending, st.handed_back, st.versions_copied), (1, 1, 5));
-        s.pass_done(1234);
+        s.synced(3);
+        s.pass_done(1234, 2);
         let st = s.status();
         assert_eq!((st.passes, st.last_pass_micros), (1, 1234));
+        assert_eq!((st.synced, st.out_of_sync, st.versions_copied), (1, 2, 8));
         assert!(st.last_pass_end > 0);
     }
 }

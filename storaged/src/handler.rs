@@ -74,6 +74,7 @@ pub fn span(req: &StorageRequest) -> Span {
         StorageRequest::DropVersions { part, versions } => {
             info_span!("drop_versions", part, n = versions.len())
         }
+        StorageRequest::Digests { from } => info_span!("digests", from),
     }
 }
 
@@ -112,6 +113,10 @@ pub async fn handle(ctx: &Ctx, conn: &mut Connection, req: StorageRequest) -> Co
         StorageRequest::TakeQuarantined => Ok(Response::Quarantined(ctx.store.take_quarantined())),
         StorageRequest::ListPartitions => Ok(Response::Partitions(ctx.store.partitions())),
         StorageRequest::DropVersions { part, versions } => drop_versions(ctx, part, versions).await,
+        StorageRequest::Digests { from } => {
+            let (digests, more) = ctx.store.digests(from, oss_proto::wire::DIGEST_PAGE);
+            Ok(Response::Digests { digests, more })
+        }
     };
     reply(ctx, conn, answer, started).await
 }

@@ -269,7 +269,8 @@ pub fn status_report(st: &ClusterStatus, now: u64) -> String {
     out
 }
 
-/// `replicator: last pass 3s ago (12 ms), 0 stray copies pending; 5 handed back (17 versions)`.
+/// `replicator: last pass 3s ago (12 ms), 0 partitions out of sync, 0 stray copies pending;
+/// since start 5 handed back, 2 synced (17 versions copied)`.
 pub fn replicator_line(r: &oss_proto::wire::ReplicatorStatus, now: u64) -> String {
     let pass = if r.passes == 0 {
         "no pass yet".to_string()
@@ -281,10 +282,14 @@ pub fn replicator_line(r: &oss_proto::wire::ReplicatorStatus, now: u64) -> Strin
         )
     };
     format!(
-        "replicator: {pass}, {} stray cop{} pending; {} handed back ({} versions) since start\n",
+        "replicator: {pass}, {} partition{} out of sync, {} stray cop{} pending; \
+         since start {} handed back, {} synced ({} versions copied)\n",
+        r.out_of_sync,
+        if r.out_of_sync == 1 { "" } else { "s" },
         r.pending,
         if r.pending == 1 { "y" } else { "ies" },
         r.handed_back,
+        r.synced,
         r.versions_copied
     )
 }
@@ -405,6 +410,8 @@ mod tests {
                 last_pass_micros: 12_000,
                 pending: 1,
                 handed_back: 5,
+                out_of_sync: 0,
+                synced: 2,
                 versions_copied: 17,
             },
         }
@@ -445,8 +452,8 @@ mod tests {
         );
         assert!(
             r.contains(
-                "replicator: last pass 2s ago (12 ms), 1 stray copy pending; \
-                 5 handed back (17 versions) since start\n"
+                "replicator: last pass 2s ago (12 ms), 0 partitions out of sync, \
+                 1 stray copy pending; since start 5 handed back, 2 synced (17 versions copied)\n"
             ),
             "{r}"
         );

@@ -36,6 +36,25 @@ pub struct Index {
     live_per_user: HashMap<String, u64>,
     live_objects: u64,
     live_bytes: u64,
+    /// Per partition: the XOR of [`version_hash`] over its entries, kept in step by every
+    /// insert and remove, so comparing two replicas of a partition costs 16 bytes.
+    digests: HashMap<u32, [u8; 16]>,
+}
+
+/// One version's contribution to its partition's digest: name and timestamp identify it.
+fn version_hash(meta: &ObjectMeta) -> [u8; 16] {
+    use md5::Digest;
+    let mut h = md5::Md5::new();
+    h.update(meta.name.as_str().as_bytes());
+    h.update([0u8]);
+    h.update(meta.timestamp.to_be_bytes());
+    h.finalize().into()
+}
+
+fn xor_into(acc: &mut [u8; 16], x: &[u8; 16]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a ^= b;
+    }
 }
 
 impl Index {
@@ -63,6 +82,7 @@ impl Index {
                 .entry(name.user().to_owned())
                 .or_default() += 1;
         }
+        xor_into(self.digests.entry(part).or_default(), &version_hash(&meta));
         self.by_name.insert(name, Entry { part, meta });
         old
     }
@@ -73,6 +93,9 @@ impl Index {
             set.remove(name);
             if set.is_empty() {
                 self.by_part.remove(&e.part);
+                self.digests.remove(&e.part);
+            } else if let Some(d) = self.digests.get_mut(&e.part) {
+                xor_into(d, &version_hash(&e.meta));
             }
         }
         if let Some(set) = self.by_user.get_mut(name.user()) {
@@ -182,6 +205,20 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// Up to `limit` (partition, digest) pairs of the partitions holding an entry, from
+    /// partition `from` on, ascending; `true` if more follow. Two servers holding the same
+    /// versions of a partition have the same digest.
+    pub fn digests(&self, from: u32, limit: usize) -> (Vec<(u32, [u8; 16])>, bool) {
+        let mut out = Vec::new();
+        for &p in self.by_part.range(from..).map(|(p, _)| p) {
+            if out.len() >= limit {
+                return (out, true);
+            }
+            out.push((p, self.digests.get(&p).copied().unwrap_or_default()));
+        }
+        (out, false)
+    }
+
     /// Partitions holding at least one entry, ascending.
     pub fn parts(&self) -> Vec<u32> {
         self.by_part.keys().copied().collect()
@@ -247,6 +284,38 @@ mod tests {
             deleted,
             attrs: Default::default(),
         }
+    }
+
+    #[test]
+    fn partition_digests_depend_on_the_versions_held_not_on_history() {
+        let v = |name: &str, ts| ObjectMeta {
+            timestamp: ts,
+            ..m(name, 1, false)
+        };
+        let (mut a, mut b) = (Index::default(), Index::default());
+        a.insert(3, v("u/x", 1));
+        a.insert(3, v("u/y", 2));
+        a.insert(5, v("u/z", 1));
+        b.insert(3, v("u/y", 2));
+        b.insert(5, v("u/z", 1));
+        b.insert(3, v("u/gone", 9));
+        b.insert(3, v("u/x", 1));
+        b.remove(&ObjectName::parse("u/gone").unwrap());
+        assert_eq!(a.digests(0, 10), b.digests(0, 10));
+        // A newer version (or a tombstone: a version too) changes the digest.
+        b.insert(3, v("u/x", 4));
+        assert_ne!(a.digests(0, 10).0[0], b.digests(0, 10).0[0]);
+        assert_eq!(a.digests(0, 10).0[1], b.digests(0, 10).0[1]);
+        a.insert(3, v("u/x", 4));
+        assert_eq!(a.digests(0, 10), b.digests(0, 10));
+        // Paged from a partition on; an emptied partition is gone.
+        assert!(a.digests(0, 1).1);
+        assert_eq!(
+            a.digests(4, 10).0.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![5]
+        );
+        a.remove(&ObjectName::parse("u/z").unwrap());
+        assert_eq!(a.digests(4, 10), (vec![], false));
     }
 
     fn keys(items: &[ListItem]) -> Vec<String> {

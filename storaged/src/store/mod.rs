@@ -858,6 +858,11 @@ impl Store {
         self.index().parts()
     }
 
+    /// One page of partition digests (see [`index::Index::digests`]).
+    pub fn digests(&self, from: u32, limit: usize) -> (Vec<(u32, [u8; 16])>, bool) {
+        self.index().digests(from, limit)
+    }
+
     /// Users with at least one live object.
     pub fn users(&self) -> Vec<String> {
         self.index().users()

@@ -91,7 +91,7 @@ fn storage_exchange(r: &mut XorShift) -> Vec<u8> {
     let n = obj(r);
     let part = partition_of(n.as_str(), 16);
     let ts = 1_000 + r.below(1_000_000);
-    match r.below(10) {
+    match r.below(11) {
         0 | 1 => with_body(
             header(&StorageRequest::Put {
                 name: n,
@@ -119,6 +119,9 @@ fn storage_exchange(r: &mut XorShift) -> Vec<u8> {
         6 => header(&StorageRequest::List(query(r))),
         7 => header(&StorageRequest::ListPartition { part }),
         8 => header(&StorageRequest::ListPartitions),
+        9 => header(&StorageRequest::Digests {
+            from: r.below(20) as u32,
+        }),
         _ => header(&StorageRequest::Ping),
     }
 }

@@ -4,6 +4,7 @@
 //! waiting is polling the data directories with a deadline.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use oss_tests::*;
@@ -181,4 +182,55 @@ fn a_restarted_proxy_finds_stand_in_copies_it_never_recorded() {
     wait_home(&c, name, &own);
     assert!(holders(&c, name).iter().all(|&s| s != h));
     c.assert_content(name, &data);
+}
+
+#[test]
+fn a_replica_lost_without_anyone_reading_it_comes_back_by_itself() {
+    // A server restarts without some of its files (a damaged disk, files removed while it
+    // was down): no read, no `oss repair`; the replicator's digest comparison finds the
+    // partitions whose owners differ and syncs them.
+    let mut c = Cluster::start_with(ClusterConfig {
+        proxy_args: vec![
+            "--check-interval".into(),
+            "200ms".into(),
+            "--replicate-interval".into(),
+            "1s".into(),
+        ],
+        ..ClusterConfig::new(4, 16)
+    });
+    let files = upload_set(&c, "lost", 40, 5, 20 << 10);
+    // Passes over a cluster in sync find nothing to do (no false differences).
+    let passes = |c: &Cluster| {
+        c.status_json()["replicator"]["passes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let p0 = passes(&c);
+    wait_until(SETTLE, "two replicator passes", || passes(&c) >= p0 + 2);
+    let st = c.status_json();
+    assert_eq!(st["replicator"]["synced"], 0, "{}", st["replicator"]);
+    assert_eq!(st["replicator"]["out_of_sync"], 0, "{}", st["replicator"]);
+
+    let victim = 1;
+    c.storage[victim].kill();
+    let lost: Vec<PathBuf> = c.object_files(victim).into_iter().step_by(2).collect();
+    assert!(!lost.is_empty());
+    for f in &lost {
+        std::fs::remove_file(f).unwrap();
+    }
+    c.storage[victim].restart();
+    wait_until(SETTLE, "the lost replicas back on their server", || {
+        lost.iter().all(|f| f.exists())
+    });
+    let st = c.status_json();
+    assert!(
+        st["replicator"]["synced"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        st["replicator"]
+    );
+    // Every object is whole again, each replica with its bytes.
+    for (name, data) in &files {
+        assert_eq!(c.find_replicas(name).len(), 2, "{name}");
+        c.assert_content(name, data);
+    }
 }
