@@ -390,9 +390,12 @@ async fn complete_replicas(
 }
 
 /// The first half of a write whose writer named no MD5: every target has written the body
-/// and answers the MD5 of what it got (`Prepared`); if `need` of them agree (or were
-/// superseded by a newer version), they are told to commit, otherwise every one drops it.
-/// Returns the agreed MD5 and how many targets were superseded.
+/// and answers the MD5 of what it got (`Prepared`); if those that answered agree, they are
+/// told to commit, otherwise every one drops it. When one was lost on the way, the one that
+/// answered commits and the caller completes the missing replicas from it (copies checked
+/// against that MD5), as for an upload with an MD5; the writer gets the MD5 back (a Swift
+/// client compares it with its own). Returns the agreed MD5 and how many targets were
+/// superseded.
 async fn prepare(
     proxy: &Arc<Proxy>,
     name: &ObjectName,
@@ -434,7 +437,7 @@ async fn prepare(
         }
     }
     let prepared = targets.iter().filter(|t| t.conn.is_some()).count();
-    let commit = !differ && agreed.is_some() && prepared + superseded >= need;
+    let commit = !differ && agreed.is_some() && prepared >= 1;
     for t in targets.iter_mut() {
         let Some(c) = t.conn.as_mut() else { continue };
         let r = proxy

@@ -394,3 +394,38 @@ fn an_upload_that_loses_a_replica_mid_stream_is_completed_on_a_stand_in() {
     }
     assert_eq!(md5_hex(&c.download_bytes("lose/big").unwrap()), want);
 }
+
+#[test]
+fn a_door_put_without_etag_that_loses_a_replica_mid_stream_is_completed_too() {
+    // Without an ETag the replicas' own MD5s are all there is: the one that got the whole
+    // body commits, the proxy copies it to a stand-in (checked against that MD5) and answers
+    // 201 with it as the ETag, which the client compares with its own.
+    let mut c = crate::swift::door_cluster(3);
+    let s = crate::swift::admin(&c);
+    assert_eq!(s.call("PUT", "/lose", &[]).status, 201);
+    let body = pseudo_random(74, 128 << 20);
+    let want = md5_hex(&body);
+    let put = thread::spawn(move || s.send_chunked("/lose/big", &[], body));
+    let mut victim = None;
+    wait_until(
+        Duration::from_secs(60),
+        "the PUT to stream to a server",
+        || {
+            victim = (0..c.storage.len()).find(|&i| {
+                c.tmp_files(i)
+                    .iter()
+                    .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
+            });
+            victim.is_some()
+        },
+    );
+    let victim = victim.unwrap();
+    c.storage[victim].kill();
+    let a = put.join().unwrap();
+    assert_eq!(a.status, 201, "{}", a.text());
+    assert_eq!(a.header("etag"), Some(want.as_str()));
+    let reps = c.find_replicas("lose/big");
+    assert_eq!(reps.len(), 2, "replicas: {reps:?}");
+    assert!(reps.iter().all(|(s, _)| *s != victim), "{reps:?}");
+    assert_eq!(md5_hex(&c.download_bytes("lose/big").unwrap()), want);
+}
