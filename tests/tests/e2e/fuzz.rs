@@ -1,8 +1,10 @@
 //! Hostile input after login: a seeded property test sends the proxy and a storage server
 //! damaged frames (bytes flipped, cut short, stretched, a length field replaced, a wrong
-//! kind, noise) over connections that logged in properly, so every request handler sees
-//! them, not only the handshake. Whatever arrives, the process stays up, answers the next
-//! well-formed request and leaves no temp file. `OSS_FUZZ_CASES` (default 300 per process)
+//! kind, headers of the largest allowed size full of noise or of huge length prefixes,
+//! noise) over connections that logged in properly, so every request handler sees them, not
+//! only the handshake. Whatever arrives, the process stays up, answers the next
+//! well-formed request, leaves no temp file, and its peak memory stays within a bound
+//! (what its length fields claim is never allocated). `OSS_FUZZ_CASES` (default 300 per process)
 //! and `OSS_FUZZ_SEED` run it longer or replay a failure; the seed is printed.
 
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use md5::Digest;
 use oss_proto::wire::{
     Connection, Credentials, ListQuery, StorageRequest, UploadTrailer, KIND_DATA, KIND_END,
-    KIND_HEADER,
+    KIND_HEADER, MAX_HEADER,
 };
 use oss_proto::ObjectName;
 use oss_tests::*;
@@ -129,7 +131,7 @@ fn storage_exchange(r: &mut XorShift) -> Vec<u8> {
 /// The exchange damaged as a broken or hostile peer would send it.
 fn mutate(r: &mut XorShift, mut b: Vec<u8>) -> Vec<u8> {
     let at = |r: &mut XorShift, len: usize| r.below(len.max(1) as u64) as usize;
-    match r.below(6) {
+    match r.below(7) {
         0 => {
             for _ in 0..1 + r.below(4) {
                 let i = at(r, b.len());
@@ -153,6 +155,17 @@ fn mutate(r: &mut XorShift, mut b: Vec<u8>) -> Vec<u8> {
             b[1..5].copy_from_slice(&len.to_be_bytes());
         }
         4 => b[0] = r.next_u64() as u8,
+        5 => {
+            // A header as large as allowed, or just over, of noise or of 0xff bytes (as a
+            // postcard varint: "a sequence of billions follows").
+            let len = MAX_HEADER - 16 + r.below(32) as u32;
+            let fill = if r.below(2) == 0 {
+                pseudo_random(r.next_u64(), len as usize)
+            } else {
+                vec![0xff; len as usize]
+            };
+            b = frame(KIND_HEADER, &fill);
+        }
         _ => b = pseudo_random(r.next_u64(), r.below(200) as usize),
     }
     b
@@ -199,6 +212,36 @@ fn send_damaged(
     });
 }
 
+/// Peak resident memory of a process, from /proc.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// Damaged frames may cost a frame's worth of memory each (4 MiB, checked before anything
+/// is allocated), never what their length fields claim.
+const RSS_BOUND: u64 = 64 << 20;
+
+fn assert_bounded(pid: i32, what: &str) {
+    let peak = peak_rss(pid);
+    eprintln!("[fuzz] {what}: peak RSS {} MiB", peak >> 20);
+    assert!(
+        peak < RSS_BOUND,
+        "{what} peaked at {} MiB (bound {} MiB)",
+        peak >> 20,
+        RSS_BOUND >> 20
+    );
+}
+
 fn no_temp_files_left(c: &Cluster) {
     wait_until(
         Duration::from_secs(30),
@@ -220,6 +263,7 @@ fn fuzz_storage_server_takes_damaged_frames_after_login() {
         "storage",
     );
     assert!(c.storage[0].is_running(), "the storage server died");
+    assert_bounded(c.storage[0].pid(), "the storage server");
     // It alone still serves what it held, then takes new writes with the other one back.
     c.storage[1].kill();
     c.assert_content("fz/before", b"written before the damage");
@@ -238,6 +282,7 @@ fn fuzz_proxy_takes_damaged_frames_after_login() {
     let creds = Credentials::from_key_line(&key).unwrap();
     send_damaged(&c.proxy_addr(), &creds, client_exchange, "proxy");
     assert!(c.proxy.is_running(), "the proxy died");
+    assert_bounded(c.proxy.pid(), "the proxy");
     c.assert_content("fz/before", b"written before the damage");
     c.upload_bytes("fz/after", b"written after the damage");
     c.assert_content("fz/after", b"written after the damage");
