@@ -267,9 +267,12 @@ struct Daemon {
     child: Option<Child>,
     /// The second address a proxy prints: its Swift door (`--http`).
     http: HttpSlot,
+    /// Lines it logged (stdout and stderr), over every start.
+    lines: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type HttpSlot = Arc<Mutex<Option<SocketAddr>>>;
+type LineCount = Arc<std::sync::atomic::AtomicU64>;
 
 impl Daemon {
     fn spawn(
@@ -278,6 +281,7 @@ impl Daemon {
         listen: &str,
         args: &[OsString],
         http: &HttpSlot,
+        lines: &LineCount,
     ) -> Result<(Child, SocketAddr), StartError> {
         *http.lock().unwrap() = None;
         let mut cmd = Command::new(program);
@@ -299,10 +303,12 @@ impl Daemon {
         let stdout = child.stdout.take().expect("piped stdout");
         let (l, t) = (label.to_owned(), tail.clone());
         let slot = http.clone();
+        let n = lines.clone();
         thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 eprintln!("[{l}] {line}");
                 if line.contains("swift api listening on ") {
                     *slot.lock().unwrap() = listening_addr(&line);
@@ -316,9 +322,11 @@ impl Daemon {
         });
         let stderr = child.stderr.take().expect("piped stderr");
         let (l, t) = (label.to_owned(), tail.clone());
+        let n = lines.clone();
         let err_thread = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 eprintln!("[{l}] {line}");
                 push_tail(&t, line);
             }
@@ -350,7 +358,8 @@ impl Daemon {
         args: Vec<OsString>,
     ) -> Result<Daemon, StartError> {
         let http = HttpSlot::default();
-        let (child, addr) = Daemon::spawn(&label, &program, listen, &args, &http)?;
+        let lines = LineCount::default();
+        let (child, addr) = Daemon::spawn(&label, &program, listen, &args, &http, &lines)?;
         Ok(Daemon {
             label,
             program,
@@ -358,6 +367,7 @@ impl Daemon {
             addr,
             child: Some(child),
             http,
+            lines,
         })
     }
 
@@ -396,7 +406,14 @@ impl Daemon {
         let listen = self.addr.to_string();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            match Daemon::spawn(&self.label, &self.program, &listen, &args, &self.http) {
+            match Daemon::spawn(
+                &self.label,
+                &self.program,
+                &listen,
+                &args,
+                &self.http,
+                &self.lines,
+            ) {
                 Ok((child, addr)) => {
                     assert_eq!(
                         addr, self.addr,
@@ -517,6 +534,10 @@ impl Storaged {
     pub fn pid(&self) -> i32 {
         self.d.pid()
     }
+    /// Lines it has logged so far (stdout and stderr, every start).
+    pub fn log_lines(&self) -> u64 {
+        self.d.lines.load(std::sync::atomic::Ordering::Relaxed)
+    }
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         self.d.kill()
@@ -609,6 +630,10 @@ impl Proxy {
     }
     pub fn pid(&self) -> i32 {
         self.d.pid()
+    }
+    /// Lines it has logged so far (stdout and stderr, every start).
+    pub fn log_lines(&self) -> u64 {
+        self.d.lines.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn kill(&mut self) {
         self.d.kill()

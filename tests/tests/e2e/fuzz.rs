@@ -184,13 +184,13 @@ fn cases_and_seed(what: &str) -> (u64, u64) {
     (cases, seed)
 }
 
-/// Sends `cases` damaged exchanges, each on its own logged-in connection.
+/// Sends `cases` damaged exchanges, each on its own logged-in connection; returns `cases`.
 fn send_damaged(
     addr: &str,
     creds: &Credentials,
     exchange: fn(&mut XorShift) -> Vec<u8>,
     what: &str,
-) {
+) -> u64 {
     let (cases, seed) = cases_and_seed(what);
     let mut r = XorShift::new(seed);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -210,6 +210,17 @@ fn send_damaged(
             }
         }
     });
+    cases
+}
+
+/// A damaged exchange costs about one line of log (the refusal), not a flood: `logged`
+/// lines for `cases` cases (0.7 to 1.0 a case seen).
+fn assert_quiet_logs(logged: u64, cases: u64, what: &str) {
+    eprintln!("[fuzz] {what}: {logged} log lines for {cases} damaged exchanges");
+    assert!(
+        logged <= cases + cases / 4 + 20,
+        "{what} logged {logged} lines for {cases} damaged exchanges"
+    );
 }
 
 /// Peak resident memory of a process, from /proc.
@@ -256,11 +267,18 @@ fn fuzz_storage_server_takes_damaged_frames_after_login() {
     c.upload_bytes("fz/before", b"written before the damage");
     let secret = oss_proto::auth::read_secret_file(&test_secret_file()).unwrap();
     let addr = c.storage[0].addr().to_string();
-    send_damaged(
+    let before = c.storage[0].log_lines();
+    let cases = send_damaged(
         &addr,
         &Credentials::cluster(secret),
         storage_exchange,
         "storage",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_quiet_logs(
+        c.storage[0].log_lines() - before,
+        cases,
+        "the storage server",
     );
     assert!(c.storage[0].is_running(), "the storage server died");
     assert_bounded(c.storage[0].pid(), "the storage server");
@@ -280,7 +298,10 @@ fn fuzz_proxy_takes_damaged_frames_after_login() {
     c.upload_bytes("fz/before", b"written before the damage");
     let key = std::fs::read(c.proxy.admin_key()).unwrap();
     let creds = Credentials::from_key_line(&key).unwrap();
-    send_damaged(&c.proxy_addr(), &creds, client_exchange, "proxy");
+    let before = c.proxy.log_lines();
+    let cases = send_damaged(&c.proxy_addr(), &creds, client_exchange, "proxy");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_quiet_logs(c.proxy.log_lines() - before, cases, "the proxy");
     assert!(c.proxy.is_running(), "the proxy died");
     assert_bounded(c.proxy.pid(), "the proxy");
     c.assert_content("fz/before", b"written before the damage");
