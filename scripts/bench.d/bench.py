@@ -28,11 +28,18 @@ import time
 MiB = 1 << 20
 MB = 1e6
 
-ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "fuse", "tree", "keys", "door",
-                "swift"]
+ALL_SECTIONS = ["big", "small", "list", "rss", "rebalance", "heal", "replicator", "fuse", "tree",
+                "keys", "door", "swift"]
 
 # The swift section's real OpenStack Swift: scripts/swift-aio's one account and user.
 SWIFT_USER, SWIFT_KEY = "test:tester", "testing"
+
+# The replicator section: its objects are 1 KiB (what it measures is the count, not bytes);
+# the two proxies it compares run with the default --replicate-interval and an aggressive one.
+REPL_SIZE = 1024
+REPL_INTERVALS = (("30s", 30.0), ("1s", 1.0))
+# The proxy's first pass runs as it starts; a window opens this long after that pass ended.
+REPL_SETTLE_S = 2.0
 
 # The keys section: 4 KiB objects (the size its target names).
 KEYS_SIZE = 4096
@@ -77,6 +84,8 @@ class Config:
         self.swift_objects = env_num("BENCH_SWIFT_OBJECTS", 1000, 100, q)
         self.swift_list_objects = env_num("BENCH_SWIFT_LIST_OBJECTS", 2000, 200, q)
         self.swift_big_mb = env_num("BENCH_SWIFT_BIG_MB", 256, 64, q)
+        self.repl_objects = env_num("BENCH_REPL_OBJECTS", 100000, 5000, q)
+        self.repl_idle_s = env_num("BENCH_REPL_IDLE_S", 60, 15, q, float)
         self.repeat = max(1, env_num("BENCH_REPEAT", 3, 3, q))
 
     def as_dict(self):
@@ -427,23 +436,41 @@ class Cluster:
         disks = []
         for _, addr, _ in self.storage[:servers]:
             disks += ["--disk", addr]
-        state = os.path.join(self.dir, "proxy")
-        self.proxy = r.spawn(f"{name}-proxy",
-                             [self.exe("oss-proxy"), "--listen", "127.0.0.1:0", "--state", state,
-                              *self.secret_args, "--partitions", "1024", "--replicas", "2",
-                              *disks, *proxy_args])
-        self.addr = r.wait_line(self.proxy, "out", r"(?m)^oss-proxy listening on (\S+)").group(1)
-        SHOW_SUBST.append((self.addr, "$P"))
-        if "--http" in proxy_args:
-            self.http_addr = r.wait_line(self.proxy, "out",
-                                         r"(?m)^oss-proxy swift api listening on (\S+)").group(1)
-            self.auth_url = f"http://{self.http_addr}/auth/v1.0"
-            SHOW_SUBST.append((self.http_addr, "$H"))
+        self.state = os.path.join(self.dir, "proxy")
+        self.proxy_starts = 0
+        self.start_proxy(["--partitions", "1024", "--replicas", "2", *disks, *proxy_args])
         if keys:
-            self.key_file = os.path.join(state, "admin.key")
+            self.key_file = os.path.join(self.state, "admin.key")
             if not os.path.isfile(self.key_file):
                 raise CmdFailed(f"{name}-proxy started without writing {self.key_file}")
             self.env = dict(os.environ, OSS_KEY_FILE=self.key_file)
+        self.wait_ready()
+
+    def start_proxy(self, args):
+        """Starts oss-proxy on the cluster's state dir with `args` (the first start also
+        names the ring's shape and disks); logs go to WORK/logs/NAME-proxy[-K].{out,err}."""
+        k = self.proxy_starts
+        self.proxy_starts += 1
+        self.proxy = self.r.spawn(f"{self.name}-proxy" + (f"-{k + 1}" if k else ""),
+                                  [self.exe("oss-proxy"), "--listen", "127.0.0.1:0",
+                                   "--state", self.state, *self.secret_args, *map(str, args)])
+        self.addr = self.r.wait_line(self.proxy, "out",
+                                     r"(?m)^oss-proxy listening on (\S+)").group(1)
+        SHOW_SUBST.append((self.addr, "$P"))
+        if "--http" in args:
+            self.http_addr = self.r.wait_line(
+                self.proxy, "out", r"(?m)^oss-proxy swift api listening on (\S+)").group(1)
+            self.auth_url = f"http://{self.http_addr}/auth/v1.0"
+            SHOW_SUBST.append((self.http_addr, "$H"))
+
+    def restart_proxy(self, args=()):
+        """Stops the proxy (SIGTERM) and starts it again on the same state dir and servers
+        with `args` (the ring, users and keys are kept); returns once it answers."""
+        self.r.stop(self.proxy)
+        self.start_proxy(args)
+        self.wait_ready()
+
+    def wait_ready(self):
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -505,6 +532,15 @@ class Cluster:
         for p, _, _ in self.storage:
             self.r.stop(p)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def replicator_of(status):
+    """The `replicator` object of `oss status --json` (passes, last_pass_micros, ...)."""
+    rep = status.get("replicator")
+    if not isinstance(rep, dict) or "passes" not in rep:
+        raise CmdFailed("`oss status --json` has no replicator object (an oss-proxy from before "
+                        "the replicator?)")
+    return rep
 
 
 def obj_files(datadir):
@@ -1126,6 +1162,133 @@ class Bench:
                      "objects before the kill", None, ("ratio>=", 1.0, "all"))
             self.extra["heal"] = {"objects": n, "logical_bytes": logical, "lost_bytes": lost,
                                   "detect_s": t_detect, "done_s": t_done, "job": job}
+        finally:
+            c.stop()
+
+    # -- replicator: what its passes cost an idle cluster -----------------------------------
+
+    def repl_window(self, c, interval):
+        """Restarts c's proxy with `--replicate-interval INTERVAL` (same state dir and
+        servers), waits for its start-up pass and REPL_SETTLE_S, then measures an idle window
+        of BENCH_REPL_IDLE_S seconds: CPU seconds of the proxy and of every storage server,
+        replicator passes done in it, and the replicator's counters at its end. The `oss
+        status` calls that frame the window finish before it opens and after it closes."""
+        secs = self.cfg.repl_idle_s
+        c.restart_proxy(["--replicate-interval", interval])
+        argv = list(c.proxy.args)
+        deadline = time.monotonic() + 120
+        while replicator_of(c.status())["passes"] < 1:
+            if time.monotonic() > deadline:
+                raise CmdFailed(f"`{show(argv)}`: no replicator pass within 120 s of its start")
+            time.sleep(0.2)
+        time.sleep(REPL_SETTLE_S)
+        rep0 = replicator_of(c.status())
+        sds = [p.pid for p, _, _ in c.storage]
+        m0 = machine_busy()
+        proxy0, sd0 = proc_cpu(c.proxy.pid), sum(proc_cpu(p) for p in sds)
+        t0 = time.perf_counter()
+        time.sleep(secs)
+        proxy1, sd1 = proc_cpu(c.proxy.pid), sum(proc_cpu(p) for p in sds)
+        dt = time.perf_counter() - t0
+        m1 = machine_busy()
+        st = c.status()
+        rep1 = replicator_of(st)
+        passes = rep1["passes"] - rep0["passes"]
+        servers = len(st.get("servers", c.storage))
+        return {
+            "interval": interval, "argv": argv, "seconds": dt, "servers": servers,
+            "passes": passes, "proxy_cpu_s": proxy1 - proxy0, "storaged_cpu_s": sd1 - sd0,
+            "proxy_pct": 100 * (proxy1 - proxy0) / dt, "storaged_pct": 100 * (sd1 - sd0) / dt,
+            "total_pct": 100 * (proxy1 - proxy0 + sd1 - sd0) / dt,
+            "requests_per_s": passes * servers / dt,
+            "last_pass_ms": rep1.get("last_pass_micros", 0) / 1000,
+            "machine_busy_cpus": (m1[0] - m0[0]) / dt,
+            "replicator_before": rep0, "replicator_after": rep1,
+        }
+
+    def sec_replicator(self):
+        cfg = self.cfg
+        n = cfg.repl_objects
+        c = Cluster(self.r, "repl")
+        try:
+            self.say(f"uploading {n} objects of {REPL_SIZE} B")
+            res, load_argv = c.bench("--objects", n, "--size", REPL_SIZE, "--concurrency", 16,
+                                     "--user", "repl", "--phases", "upload", "--keep",
+                                     timeout=7200)
+            up = res["phases"]["upload"]
+            os.sync()
+            w = {}
+            for interval, _ in REPL_INTERVALS:
+                self.say(f"proxy with --replicate-interval {interval}: "
+                         f"{cfg.repl_idle_s:g} s idle")
+                w[interval] = self.repl_window(c, interval)
+            (d_int, d_s), (a_int, a_s) = REPL_INTERVALS
+            d, a = w[d_int], w[a_int]
+            # The restarts kept the data: every object's two replicas are still on disk.
+            copies = sum(len(obj_files(dd)) for _, _, dd in c.storage)
+            counters = ("pending", "handed_back", "versions_copied", "out_of_sync")
+
+            def ends(x):
+                rep = x["replicator_after"]
+                return ", ".join(f"{k} {rep[k]}" for k in counters if k in rep)
+            secs = f"{d['seconds']:.0f} s"
+            servers = d["servers"]
+
+            def how(x):
+                return (f"proc_cpu (/proc/PID/stat) before and after {x['seconds']:.1f} s idle, "
+                        f"after `{show(x['argv'])}` on the loaded state dir")
+
+            base_what = f"--replicate-interval {d_int} (default)"
+            note = (f"{n} objects of {REPL_SIZE} B on {servers} servers, 2 replicas, loaded by "
+                    f"`{show(load_argv)}`; {copies} .obj files on the servers after both "
+                    f"windows; replicator at the end of each window: {a_int}: {ends(a)}; "
+                    f"{d_int}: {ends(d)}")
+            self.row(f"replicator, {secs} idle: passes, --replicate-interval {a_int} vs {d_int}",
+                     a["passes"], "", f"`oss status --json` replicator.passes before and after "
+                     f"the window; {how(a)}", d["passes"], base_what, how(d), None, note=note)
+            self.row(f"replicator, {secs} idle: CPU of oss-proxy (% of one core)",
+                     a["proxy_pct"], "%", how(a), d["proxy_pct"], base_what, how(d), None,
+                     note=f"CPU s: {a['proxy_cpu_s']:.2f} vs {d['proxy_cpu_s']:.2f}; disk checks "
+                          f"(every 500 ms) included")
+            self.row(f"replicator, {secs} idle: CPU of oss-storaged, all {servers} (% of one "
+                     "core)", a["storaged_pct"], "%", how(a), d["storaged_pct"], base_what,
+                     how(d), None,
+                     note=f"CPU s: {a['storaged_cpu_s']:.2f} vs {d['storaged_cpu_s']:.2f}")
+            self.row("replicator: requests/s it adds (passes × servers / s)",
+                     a["requests_per_s"], "/s", f"{a['passes']} × {servers} / "
+                     f"{a['seconds']:.1f} s", d["requests_per_s"], base_what,
+                     f"{d['passes']} × {servers} / {d['seconds']:.1f} s", None)
+            self.row(f"replicator: last pass duration, {n} objects (ms)", a["last_pass_ms"], "ms",
+                     "`oss status --json` replicator.last_pass_micros after the window",
+                     d["last_pass_ms"], base_what, "the same", None)
+            frac = d["total_pct"] / 100
+            self.row(f"idle CPU at the default --replicate-interval {d_int}, oss-proxy + "
+                     f"oss-storaged, {n} objects (% of one core)", d["total_pct"], "%", how(d),
+                     None, None, None, ("<", 1.0, "< 1% of one core"),
+                     note=f"{frac:.4f} of one core; everything the idle daemons did (disk checks "
+                          f"included), so an upper bound of the replicator's part; machine busy "
+                          f"{d['machine_busy_cpus']:.2f} of {os.cpu_count()} CPUs")
+            # What one pass costs: the difference between the two windows (the same idle
+            # cluster but for the passes), per extra pass; information, as noisy as the machine.
+            rate_d = (d["proxy_cpu_s"] + d["storaged_cpu_s"]) / d["seconds"]
+            rate_a = (a["proxy_cpu_s"] + a["storaged_cpu_s"]) / a["seconds"]
+            extra = a["passes"] / a["seconds"] - d["passes"] / d["seconds"]
+            per_pass = (rate_a - rate_d) / extra if extra > 0 else None
+            self.row("replicator: CPU per pass, proxy + all storaged (ms), from the two windows",
+                     None if per_pass is None else per_pass * 1000, "ms",
+                     f"(CPU/s at {a_int} − CPU/s at {d_int}) / (passes/s at {a_int} − passes/s "
+                     f"at {d_int})", None, None, None, None,
+                     note="information; the difference of two small figures on a shared machine"
+                          + ("" if per_pass is None else
+                             f"; at one pass per {d_s:g} s: {100 * per_pass / d_s:.4f}% of one "
+                             f"core"))
+            self.extra["replicator"] = {
+                "objects": n, "object_bytes": REPL_SIZE, "upload": up,
+                "load_command": show(load_argv), "settle_s": REPL_SETTLE_S,
+                "obj_files_after": copies,
+                "windows": {k: dict(v, argv=show(v["argv"])) for k, v in w.items()},
+                "cpu_per_pass_s": per_pass,
+            }
         finally:
             c.stop()
 
@@ -1996,6 +2159,8 @@ class Bench:
             "rss": f"{c.huge_mb} MiB",
             "rebalance": f"{c.rebal_mb} MiB in {c.obj_mb} MiB objects",
             "heal": f"{c.heal_mb} MiB in {c.obj_mb} MiB objects",
+            "replicator": f"{c.repl_objects} × {REPL_SIZE} B, {c.repl_idle_s:g} s idle at "
+                          f"--replicate-interval " + " and ".join(i for i, _ in REPL_INTERVALS),
             "fuse": f"{c.big_mb} MiB, ls -l of {c.ls_files} files",
             "tree": f"ls -l of {c.ls_files} files in a directory, a user of "
                     f"{c.tree_user_files} files, cp -r of {c.tree_cp_files} files, "
@@ -2088,6 +2253,13 @@ class Bench:
                      "The native bench logs in on each connection inside the timing; the HTTP "
                      "client gets its token once before the first phase, untimed, and opens its "
                      "keep-alive connections (one per task) inside the timing.")
+        if self.status.get("replicator") == "ok":
+            n.append("Replicator: one cluster loaded once; its proxy restarted on the same state "
+                     "dir and servers for each --replicate-interval (the restart keeps the data), "
+                     f"each window opening {REPL_SETTLE_S:g} s after the proxy's start-up pass; "
+                     "CPU is utime + stime from /proc/PID/stat (10 ms ticks) of oss-proxy and of "
+                     "every oss-storaged; passes from `oss status --json`, called only outside "
+                     "the window.")
         if self.status.get("swift") == "ok":
             n.append("Swift: real OpenStack Swift 2.30 from Debian's packages, set up and "
                      "started by scripts/swift-aio (one proxy worker with tempauth and "
