@@ -149,19 +149,23 @@ pub async fn pass(proxy: &Arc<Proxy>) {
             Err(e) => debug!(server = %m.addr, error = %e, "replicator: no digests"),
         }
     }
-    let mut strays = 0usize;
-    let mut parts: BTreeSet<u32> = BTreeSet::new();
+    // Who holds each partition, so its replica set is looked up once.
+    let mut parts: BTreeMap<u32, Vec<DevId>> = BTreeMap::new();
     for (&dev, d) in &held {
         for &part in d.keys() {
-            parts.insert(part);
-            if !proxy.replica_members(part).iter().any(|o| o.id == dev) {
-                proxy.strays.record(part, dev);
-                strays += 1;
-            }
+            parts.entry(part).or_default().push(dev);
+        }
+    }
+    let mut strays = 0usize;
+    for (&part, devs) in &parts {
+        let members = proxy.replica_members(part);
+        for &dev in devs.iter().filter(|&&d| !members.iter().any(|o| o.id == d)) {
+            proxy.strays.record(part, dev);
+            strays += 1;
         }
     }
     let differing: Vec<(u32, Vec<Member>)> = parts
-        .into_iter()
+        .into_keys()
         .filter_map(|part| {
             let owners = proxy.settled_owners(part)?;
             owners_differ(proxy, &held, part, &owners).then_some((part, owners))

@@ -87,6 +87,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def peak_rss(proc, known):
+    """The larger of `known` and a running process's peak RSS (it may exit meanwhile)."""
+    if proc is None or proc.poll() is not None:
+        return known
+    try:
+        return max(known, vm_hwm(proc.pid))
+    except Exception:
+        return known
+
+
 def log(msg):
     print(f"soak {datetime.datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
 
@@ -132,7 +142,6 @@ class Storage:
 
     def start(self):
         self.starts += 1
-        self.peak_rss = max(self.peak_rss, 0)
         self.proc = self.soak.spawn(
             f"storaged-{self.i}",
             ["ip", "netns", "exec", self.ns, self.soak.exe("oss-storaged"), "--listen", self.addr,
@@ -179,11 +188,7 @@ class Storage:
             pass
 
     def note_rss(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.peak_rss = max(self.peak_rss, vm_hwm(self.proc.pid))
-            except Exception:
-                pass
+        self.peak_rss = peak_rss(self.proc, self.peak_rss)
 
     def tmp_files(self):
         d = os.path.join(self.data, "tmp")
@@ -261,11 +266,7 @@ class Soak:
         self.proxy.wait()
 
     def note_proxy_rss(self):
-        if self.proxy and self.proxy.poll() is None:
-            try:
-                self.proxy_peak_rss = max(self.proxy_peak_rss, vm_hwm(self.proxy.pid))
-            except Exception:
-                pass
+        self.proxy_peak_rss = peak_rss(self.proxy, self.proxy_peak_rss)
 
     def setup(self):
         self.secret = os.path.join(self.work, "secret")

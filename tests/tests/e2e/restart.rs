@@ -352,16 +352,8 @@ fn an_upload_cut_off_by_a_proxy_kill_is_sent_again_from_a_file_not_from_a_pipe()
     c.assert_not_found("cut/pipe");
 }
 
-#[test]
-fn an_upload_that_loses_a_replica_mid_stream_is_completed_on_a_stand_in() {
-    // A storage server killed while an upload streams to it does not fail the upload: the
-    // proxy copies the committed replica to a stand-in (MD5-checked) and acknowledges only
-    // once two replicas are durable, as if the server had been down from the start.
-    let mut c = Cluster::start(3, 16);
-    let src = c.work().join("big.bin");
-    let want = write_pseudo_random_file(&src, 73, 256 << 20);
-    let p = c.proxy_addr();
-    let up = oss_in_background(&p, &["upload", "lose/big", path_str(&src)], None);
+/// Waits until an upload has written bytes into a storage server's temp file; that server.
+fn streaming_server(c: &Cluster) -> usize {
     let mut victim = None;
     wait_until(
         Duration::from_secs(60),
@@ -375,7 +367,20 @@ fn an_upload_that_loses_a_replica_mid_stream_is_completed_on_a_stand_in() {
             victim.is_some()
         },
     );
-    let victim = victim.unwrap();
+    victim.unwrap()
+}
+
+#[test]
+fn an_upload_that_loses_a_replica_mid_stream_is_completed_on_a_stand_in() {
+    // A storage server killed while an upload streams to it does not fail the upload: the
+    // proxy copies the committed replica to a stand-in (MD5-checked) and acknowledges only
+    // once two replicas are durable, as if the server had been down from the start.
+    let mut c = Cluster::start(3, 16);
+    let src = c.work().join("big.bin");
+    let want = write_pseudo_random_file(&src, 73, 256 << 20);
+    let p = c.proxy_addr();
+    let up = oss_in_background(&p, &["upload", "lose/big", path_str(&src)], None);
+    let victim = streaming_server(&c);
     c.storage[victim].kill();
     up.join()
         .unwrap()
@@ -406,20 +411,7 @@ fn a_door_put_without_etag_that_loses_a_replica_mid_stream_is_completed_too() {
     let body = pseudo_random(74, 128 << 20);
     let want = md5_hex(&body);
     let put = thread::spawn(move || s.send_chunked("/lose/big", &[], body));
-    let mut victim = None;
-    wait_until(
-        Duration::from_secs(60),
-        "the PUT to stream to a server",
-        || {
-            victim = (0..c.storage.len()).find(|&i| {
-                c.tmp_files(i)
-                    .iter()
-                    .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
-            });
-            victim.is_some()
-        },
-    );
-    let victim = victim.unwrap();
+    let victim = streaming_server(&c);
     c.storage[victim].kill();
     let a = put.join().unwrap();
     assert_eq!(a.status, 201, "{}", a.text());
